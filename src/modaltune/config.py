@@ -1,0 +1,149 @@
+"""Experiment configuration: nested dicts built from defaults, YAML files and dotted overrides.
+
+Resolution order (later wins): the global defaults below, the method's own defaults
+(``Method.default_config()``), a YAML file, then ``--set key.sub=value`` overrides.
+Unknown keys are rejected with the nearest known key, so a typo never silently
+does nothing. The resolved config is written to every run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .errors import ConfigError
+
+#: Settings shared by every method. Method-specific model settings live under ``model``.
+GLOBAL_DEFAULTS: dict[str, Any] = {
+    "method": "modaltune",
+    "seed": 0,
+    "data": {
+        "sites": None,            # list of sites to use; None = all in-domain sites of the cohort
+        "pan_cancer": False,      # pool the sites in one model (probes still fitted per site)
+        "split": "holdout",       # holdout (68/12/20) | kfold | file
+        "split_file": None,       # CSV of case_id,split (or SurvPath/CLAM style) when split == file
+        "fold": 0,
+        "n_folds": 5,
+        "bag_cap": 4096,          # max patches per patient during training (subsampled); evaluation sees all
+        "eval_bag_cap": None,     # optional cap at evaluation (None = no cap)
+        "n_bins": 4,              # survival bins (quantiles of uncensored training patients)
+        "num_workers": 0,
+        "magnification": "primary",  # primary | secondary | both
+    },
+    "train": {
+        "epochs": 10,
+        "lr": 1.0e-4,
+        "weight_decay": 5.0e-4,
+        "warmup_epochs": 2,
+        "accumulate": 1,
+        "max_steps_per_epoch": None,  # cap on patients per epoch (None = all); for smoke tests only
+        "precision": "auto",          # auto = bf16-mixed on GPU, 32 on CPU
+        "accelerator": "auto",
+        "devices": "auto",
+        "strategy": "auto",           # e.g. ddp for multi-GPU
+        "select_metric": "auto",      # auto | val_balanced_accuracy | val_c_index | val_loss | last
+        "log_every_n_steps": 10,
+        "progress_bar": True,
+        "tensorboard": False,
+    },
+    "text": {
+        "encoder": "minilm",      # minilm (packaged, offline) | sentence-transformers | hf | conch
+        "path": None,             # local model directory / checkpoint for non-default encoders
+        "batch_size": 64,
+    },
+    "eval": {
+        "logreg_max_iter": 200,
+        "logreg_solver": "liblinear",
+        "cph_penalizer": 0.1,
+        "ood_sites": None,        # held-out sites for OOD evaluation (None = cohort's ood flag)
+    },
+    "model": {},
+}
+
+
+def deep_merge(base: dict, update: dict, *, strict: bool = True, path: str = "") -> dict:
+    """Merge ``update`` into a copy of ``base``; with ``strict`` unknown keys raise ConfigError."""
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        where = f"{path}{key}"
+        if key not in out:
+            if strict:
+                close = difflib.get_close_matches(str(key), [str(k) for k in out], n=1)
+                hint = f"; did you mean '{path}{close[0]}'?" if close else f"; known: {', '.join(map(str, out))}"
+                raise ConfigError(f"unknown config key '{where}'{hint}")
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = deep_merge(out[key], value, strict=strict, path=where + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value with YAML rules (numbers, booleans, null, lists)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def overrides_to_dict(overrides: Iterable[str]) -> dict:
+    """Turn ``["train.lr=1e-3", "model.depth=2"]`` into a nested dict."""
+    out: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override")
+        node[parts[-1]] = parse_value(value)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    return data
+
+
+def resolve_config(method: str | None = None, *, file: str | Path | None = None,
+                   overrides: Iterable[str] = (), extra: dict | None = None) -> dict:
+    """Build the full config for ``method`` from defaults, an optional YAML file and overrides."""
+    from .registry import METHODS
+    from . import methods  # noqa: F401  (registers the methods)
+
+    user: dict = {}
+    if file is not None:
+        user = deep_merge(user, load_yaml(file), strict=False)
+    if extra:
+        user = deep_merge(user, extra, strict=False)
+    over = overrides_to_dict(overrides)
+    user = deep_merge(user, over, strict=False)
+    name = method or user.get("method") or GLOBAL_DEFAULTS["method"]
+    cls = METHODS.get(name)
+    base = copy.deepcopy(GLOBAL_DEFAULTS)
+    base["method"] = name
+    method_defaults = cls.default_config() if hasattr(cls, "default_config") else {}
+    base = deep_merge(base, method_defaults, strict=False)
+    user = {k: v for k, v in user.items() if k != "method"}
+    return deep_merge(base, user, strict=True)
+
+
+def dump_config(cfg: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

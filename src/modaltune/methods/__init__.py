@@ -1,0 +1,1 @@
+"""Registered methods. Importing this package registers every method."""
