@@ -1,0 +1,189 @@
+"""Early-fusion multi-modal baselines of ModalTune Sec. 4.2 / Table 2: MCAT and SurvPath.
+
+Both turn the transcriptomics into pathway tokens with the per-pathway SNN of
+:class:`modaltune.encoders.omics.PathwayTokenizer` (one 256-d token per pathway of the cohort's
+gene sets) and project patch features to the same width.
+
+``mcat`` -- Chen et al., Multimodal Co-Attention Transformer for survival prediction in gigapixel
+whole slide images, ICCV 2021. Genomic-guided co-attention: the pathway tokens are the queries
+of a single-head attention over the patch embeddings, giving one WSI token per pathway; each
+modality then goes through its own 2-layer transformer encoder (8 heads, FFN 512), gated
+attention pooling and a ``Linear + ReLU`` "rho" layer; the two 256-d vectors are concatenated
+and fused by ``Linear(512,256) ReLU Linear(256,256) ReLU``. Choices left open / changed: MCAT
+grouped genes into 6 functional signatures; here the tokens are the cohort's pathways (as in
+SurvPath and ModalTune).
+
+``survpath`` -- Jaume et al., Modeling dense multimodal interactions between biological
+pathways and histology for survival prediction, CVPR 2024. Pathway and patch tokens are
+concatenated and pass one pre-norm single-head attention layer with SurvPath's sparse pattern:
+pathway queries attend to pathways and patches (P->P, P->H), patch queries attend to pathways
+only (H->P), there is no patch-to-patch attention, so cost is linear in the number of patches.
+As in SurvPath the attention's value width is dim/2 (no output projection); then a pre-norm
+feed-forward, LayerNorm, mean pooling of each modality's tokens, concatenation, and an MLP
+(dim -> dim/4, ReLU) before the task head. Choices left open: no residual around the attention
+(SurvPath's default), dropout 0.1.
+
+Missing modalities: a patient without a slide gets one learned "missing-WSI" token in place of
+its patches; a patient without omics gets learned "missing" pathway tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ...encoders.mil import GatedAttention
+from ...encoders.omics import PathwayTokenizer
+from ...errors import ConfigError
+from ...registry import METHODS
+from ..base import CohortInfo
+from .heads import LabelMethod, as_bag, as_omics, cohort_pathways, has_bag, has_omics, merged_config
+
+__all__ = ["SurvPathAttention", "MCATMethod", "SurvPathMethod"]
+
+
+class _TwoModalityInputs(nn.Module):
+    """Pathway tokens [1,P,dim] and projected patch tokens [1,N,dim] with learned stand-ins."""
+
+    def __init__(self, info: CohortInfo, dim: int, dropout: float, patch_proj: nn.Module):
+        super().__init__()
+        if info.feature_dim <= 0 or info.n_genes <= 0:
+            raise ConfigError("multi-modal baselines need both patch features and transcriptomics")
+        self.tokenizer = PathwayTokenizer(cohort_pathways(info), info.n_genes, dim=dim, dropout=dropout)
+        self.patch_proj = patch_proj
+        self.missing_patch = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.missing_pathways = nn.Parameter(torch.randn(1, self.tokenizer.n_pathways, dim) * 0.02)
+
+    def forward(self, batch: dict) -> tuple[Tensor, Tensor]:
+        dev = self.missing_patch.device
+        if has_omics(batch):
+            p = self.tokenizer(as_omics(batch, dev))
+        else:
+            p = self.missing_pathways
+        if has_bag(batch):
+            h = self.patch_proj(as_bag(batch, dev)[0].float())
+        else:
+            h = self.missing_patch
+        return p, h
+
+
+def _encoder(dim: int, heads: int, ff: int, layers: int, dropout: float) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=ff, dropout=dropout, activation="relu",
+                                       batch_first=True)
+    return nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
+
+
+@METHODS.register("mcat")
+class MCATMethod(LabelMethod):
+    """MCAT (Chen et al. 2021): genomic-guided co-attention + per-modality transformers,
+    gated attention pooling and concatenation fusion."""
+
+    modalities: ClassVar[tuple[str, ...]] = ("wsi", "omics")
+    family: ClassVar[str] = "Multi-modal"
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        return merged_config({"dim": 256, "heads": 8, "layers": 2, "ff_dim": 512, "dropout": 0.25})
+
+    def __init__(self, cfg: dict, info: CohortInfo):
+        super().__init__(cfg, info)
+        m = self.mcfg
+        d, p = m["dim"], m["dropout"]
+        proj = nn.Sequential(nn.Linear(info.feature_dim, d), nn.ReLU(), nn.Dropout(p))
+        self.inputs = _TwoModalityInputs(info, d, p, proj)
+        self.coattn = nn.MultiheadAttention(d, num_heads=1, batch_first=True)
+        self.path_tf = _encoder(d, m["heads"], m["ff_dim"], m["layers"], p)
+        self.omic_tf = _encoder(d, m["heads"], m["ff_dim"], m["layers"], p)
+        self.path_pool = GatedAttention(d, d, p)
+        self.omic_pool = GatedAttention(d, d, p)
+        self.path_rho = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(p))
+        self.omic_rho = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(p))
+        self.fusion = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU())
+        self.head = self.make_head(d)
+
+    def coattention(self, batch: dict) -> Tensor:
+        """Co-attention weights [1,P,N] of each pathway over the patches."""
+        p, h = self.inputs(batch)
+        return self.coattn(p, h, h, need_weights=True)[1]
+
+    def represent(self, batch: dict) -> Tensor:
+        p, h = self.inputs(batch)
+        wsi_tokens, _ = self.coattn(p, h, h, need_weights=False)  # [1,P,d] genomic-guided WSI tokens
+        h_path = self.path_rho(self.path_pool(self.path_tf(wsi_tokens)))
+        h_omic = self.omic_rho(self.omic_pool(self.omic_tf(p)))
+        return self.fusion(torch.cat([h_path, h_omic], dim=-1))
+
+
+class SurvPathAttention(nn.Module):
+    """SurvPath's sparse multimodal attention over ``[pathways; patches]``.
+
+    Pathway queries attend over all tokens; patch queries attend over pathway tokens only.
+
+    Args:
+        dim: token width.
+        dim_head: query/key/value width (single head, no output projection).
+        dropout: dropout on the attention weights.
+    """
+
+    def __init__(self, dim: int, dim_head: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.to_qkv = nn.Linear(dim, 3 * dim_head, bias=False)
+        self.scale = dim_head ** -0.5
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, pathways: Tensor, patches: Tensor, return_attention: bool = False):
+        """``pathways`` [B,P,dim], ``patches`` [B,N,dim] -> tokens [B,P+N,dim_head]
+        (and the pathway-row / patch-row attention maps when asked)."""
+        n_p = pathways.shape[1]
+        q, k, v = self.to_qkv(self.norm(torch.cat([pathways, patches], dim=1))).chunk(3, dim=-1)
+        q = q * self.scale
+        qp, qh = q[:, :n_p], q[:, n_p:]
+        a_p = self.drop(torch.softmax((qp @ k.transpose(-1, -2)).float(), dim=-1).to(v.dtype))  # [B,P,P+N]
+        a_h = self.drop(torch.softmax((qh @ k[:, :n_p].transpose(-1, -2)).float(), dim=-1).to(v.dtype))  # [B,N,P]
+        out = torch.cat([a_p @ v, a_h @ v[:, :n_p]], dim=1)
+        return (out, a_p, a_h) if return_attention else out
+
+
+class _FeedForward(nn.Module):
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@METHODS.register("survpath")
+class SurvPathMethod(LabelMethod):
+    """SurvPath (Jaume et al. 2024): one sparse multimodal attention layer over pathway and patch
+    tokens, mean pooling per modality, concatenation, MLP + task head."""
+
+    modalities: ClassVar[tuple[str, ...]] = ("wsi", "omics")
+    family: ClassVar[str] = "Multi-modal"
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        return merged_config({"dim": 256, "dropout": 0.1, "omics_dropout": 0.25})
+
+    def __init__(self, cfg: dict, info: CohortInfo):
+        super().__init__(cfg, info)
+        m = self.mcfg
+        d, p = m["dim"], m["dropout"]
+        self.inputs = _TwoModalityInputs(info, d, m["omics_dropout"], nn.Linear(info.feature_dim, d))
+        inner = d // 2
+        self.attn = SurvPathAttention(d, inner, p)
+        self.ff = _FeedForward(inner, p)
+        self.norm = nn.LayerNorm(inner)
+        self.to_embed = nn.Sequential(nn.Linear(2 * inner, d // 4), nn.ReLU())
+        self.head = self.make_head(d // 4)
+
+    def represent(self, batch: dict) -> Tensor:
+        p, h = self.inputs(batch)
+        x = self.norm(self.ff(self.attn(p, h)))
+        n_p = p.shape[1]
+        z = torch.cat([x[:, :n_p].mean(1), x[:, n_p:].mean(1)], dim=-1)
+        return self.to_embed(z)

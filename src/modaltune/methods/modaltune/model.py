@@ -1,0 +1,373 @@
+"""ModalTune as a registered :class:`~modaltune.methods.base.Method` (``"modaltune"``).
+
+Model: frozen LongNet slide encoder (Prov-GigaPath architecture) + :class:`ModalAdapter` fed by
+the :class:`~modaltune.encoders.omics.TranscriptomicsEncoder` (64 pathway tokens) and a task
+prompt per task. Training target: the patient's text prompts (general / survival / diagnosis),
+encoded by a frozen text encoder (``batch["text_emb"]`` ``[3, Dt]`` in ``prompts.TASKS`` order),
+passed through a frozen random projector, matched by :func:`~modaltune.training.losses.kl_text_loss`.
+
+Config switches (``model.*``; Table 8 ablations in brackets):
+
+- ``encoder_size``: ``"gigapath"`` (12 x 768, 16 heads, FFN 3072) or ``"small"``; ``encoder``:
+  overrides of :class:`LongNetConfig` fields; ``checkpoint``: ``slide_encoder.pth`` of
+  Prov-GigaPath (``null`` = random init, warned: results are then not GigaPath's).
+- ``single_modal`` [Single Modal]: learnable modal tokens instead of transcriptomics.
+- ``text_embedding`` [No Text Embedding]: ``false`` trains heads on labels: a subtype head
+  (cross-entropy) on the diagnosis-task output and a discrete-time survival head (NLL) on the
+  survival-task output (each falls back to the general task when its task is not in ``tasks``);
+  ``info.task`` picks which of the two losses are used.
+- ``single_task_prompt`` [Single Task Prompt]: ``T = 1`` (general prompt only, no task token, as
+  the reference code's single-task model).
+- ``projector`` [No / Trainable / Model-side Projector]:
+  ``"frozen_random"`` (default; text side: 1x1 conv ``Dt -> d_final``, LayerNorm, ReLU, 1x1 conv,
+  written as linears, seeded by ``projector_seed``, frozen), ``"none"`` (no projector; the model's
+  output width is set to ``Dt`` as in the paper's ablation, ``d_final`` is ignored),
+  ``"trainable"`` (the same projector, trained), ``"model_side"`` (raw text targets; a trainable
+  ``Linear(d_final, Dt)`` on the model output; probes use the ``d_final`` output before it).
+
+A patient without omics (``has_omics`` false) uses a learnable set of fallback modal tokens, and
+one without WSI (empty bag) runs the encoder on its [CLS] token alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...encoders.omics import TranscriptomicsEncoder, chunk_pathways
+from ...errors import ConfigError, InputError, warn_input
+from ...registry import METHODS
+from ...training.losses import cross_entropy, kl_text_loss, nll_survival_loss, survival_risk
+from ..base import CohortInfo, Method
+from .adapter import ModalAdapter
+
+__all__ = ["ModalTune", "TextProjector", "PROMPT_TASKS", "build_slide_encoder"]
+
+#: Row order of ``batch["text_emb"]`` (``modaltune.data.prompts.TASKS``).
+PROMPT_TASKS: tuple[str, ...] = ("general", "survival", "diagnosis")
+PROJECTORS = ("frozen_random", "none", "trainable", "model_side")
+
+
+class TextProjector(nn.Module):
+    """``1x1 conv(Dt -> d) -> LayerNorm -> ReLU -> 1x1 conv(d -> d)`` on a vector, as linears.
+
+    A 1x1 convolution on a ``[C, 1, 1]`` map is a linear layer with the same fan-in, so PyTorch's
+    default initialisation (and hence the random projection's distribution) is the same.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.ReLU(),
+                                 nn.Linear(out_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _seeded_projector(in_dim: int, out_dim: int, seed: int) -> TextProjector:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return TextProjector(in_dim, out_dim)
+
+
+def build_slide_encoder(model_cfg: dict, feature_dim: int) -> tuple[nn.Module, int]:
+    """Build the LongNet slide encoder from ``model.encoder_size`` / ``encoder`` / ``checkpoint``."""
+    from ...encoders.slide.longnet import LongNetConfig, LongNetSlideEncoder, load_gigapath_checkpoint
+
+    size = model_cfg.get("encoder_size", "gigapath")
+    overrides = dict(model_cfg.get("encoder") or {})
+    if size == "gigapath":
+        cfg = LongNetConfig.gigapath()
+    elif size == "small":
+        cfg = LongNetConfig.small(overrides.pop("in_dim", feature_dim))
+    else:
+        raise ConfigError(f"model.encoder_size must be 'gigapath' or 'small', got '{size}'")
+    ckpt = model_cfg.get("checkpoint")
+    in_dim = overrides.pop("in_dim", None)
+    if in_dim is None:
+        in_dim = feature_dim
+    if ckpt is not None and int(cfg.in_dim) != int(in_dim):
+        raise InputError(f"the GigaPath checkpoint expects {cfg.in_dim}-d tile features but the cohort "
+                         f"has {in_dim}-d features", file=ckpt,
+                         fix="extract tile features with the Prov-GigaPath tile encoder (1536-d), or "
+                             "drop model.checkpoint to train on a randomly initialised encoder")
+    overrides["in_dim"] = int(in_dim)
+    fields = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else None
+    if fields is not None:
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ConfigError(f"unknown model.encoder keys {unknown}; known: {sorted(fields)}")
+        cfg = dataclasses.replace(cfg, **overrides)
+    else:
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+    encoder = LongNetSlideEncoder(cfg)
+    if ckpt is None:
+        warn_input("model.checkpoint is null: the slide encoder is randomly initialised and frozen, "
+                   "so results are not those of Prov-GigaPath",
+                   fix="set model.checkpoint to Prov-GigaPath's slide_encoder.pth for the paper's setting")
+    else:
+        load_gigapath_checkpoint(encoder, ckpt, strict=False)
+    return encoder, int(cfg.dim)
+
+
+@METHODS.register("modaltune")
+class ModalTune(Method):
+    """ModalTune: frozen slide encoder + Modal Adapter, multi-task text-embedding supervision."""
+
+    modalities: ClassVar[tuple[str, ...]] = ("wsi", "omics")
+    supervision: ClassVar[str] = "text"
+    tasks: ClassVar[tuple[str, ...]] = ("subtype", "survival")
+    family: ClassVar[str] = "ModalTune"
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        return {
+            "model": {
+                "encoder_size": "gigapath",   # gigapath (12 x 768) | small
+                "encoder": None,              # null or LongNetConfig overrides {dim, depth, heads, ffn_dim, ...}
+                "checkpoint": None,           # Prov-GigaPath slide_encoder.pth; null = random init (warned)
+                "adapter_blocks": 3,
+                "adapter_heads": 12,
+                "attn_ratio": 0.25,           # query width D*ratio (192 for 768)
+                "ffn_ratio": 0.25,            # extractor FFN D -> D*ratio -> D
+                "drop_path": 0.1,             # Table 6 "adapter dropout"
+                "init_gamma": 0.0,
+                "extra_extractors": 2,        # in the last interaction block
+                "checkpointing": False,       # activation checkpointing of the frozen layers
+                "n_tokens": 64,               # compressed transcriptomics tokens
+                "omics": {"dim": 256, "depth": 3, "token_ratio": 0.5, "channel_ratio": 0.5,
+                          "dropout": 0.25},
+                "d_final": 256,
+                "tasks": ["general", "survival", "diagnosis"],
+                "single_modal": False,        # ablation: learnable tokens instead of transcriptomics
+                "text_embedding": True,       # ablation false: label-trained heads (CE + NLL)
+                "single_task_prompt": False,  # ablation: T = 1 (general prompt only)
+                "projector": "frozen_random",  # frozen_random | none | trainable | model_side
+                "projector_seed": 0,
+                "kl_scale": 10.0,
+                "nll_alpha": 0.4,
+            },
+            "train": {"epochs": 30, "lr": 1.0e-4, "weight_decay": 5.0e-4, "warmup_epochs": 10,
+                      "accumulate": 1},
+        }
+
+    def __init__(self, cfg: dict, info: CohortInfo, slide_encoder: nn.Module | None = None,
+                 encoder_dim: int | None = None):
+        super().__init__(cfg, info)
+        defaults = self.default_config()["model"]
+        m = {**defaults, **((cfg or {}).get("model") or {})}
+        m["omics"] = {**defaults["omics"], **(m.get("omics") or {})}
+        self.mcfg = m
+        if m["projector"] not in PROJECTORS:
+            raise ConfigError(f"model.projector must be one of {PROJECTORS}, got '{m['projector']}'")
+
+        # tasks
+        tasks = ["general"] if m["single_task_prompt"] else list(m["tasks"])
+        bad = [t for t in tasks if t not in PROMPT_TASKS]
+        if not tasks or bad or len(set(tasks)) != len(tasks):
+            raise ConfigError(f"model.tasks must be distinct names from {PROMPT_TASKS}; got {m['tasks']}")
+        self.task_names = tasks
+        self.task_rows = [PROMPT_TASKS.index(t) for t in tasks]
+        self.register_buffer("task_ids", torch.arange(len(tasks)), persistent=False)
+        self.general_index = tasks.index("general") if "general" in tasks else 0
+
+        # slide encoder
+        if slide_encoder is None:
+            slide_encoder, dim = build_slide_encoder(m, info.feature_dim)
+        else:
+            dim = int(encoder_dim if encoder_dim is not None else getattr(slide_encoder, "dim", 0)
+                      or getattr(getattr(slide_encoder, "cfg", None), "dim", 0))
+            if not dim:
+                raise ConfigError("pass encoder_dim with a custom slide encoder")
+        self.dim = dim
+
+        # output width
+        self.text_dim = int(info.text_dim)
+        d_final = int(m["d_final"])
+        if m["text_embedding"] and m["projector"] == "none":
+            if d_final != self.text_dim:
+                warn_input(f"model.projector=none: the output width is set to the text width "
+                           f"{self.text_dim} (model.d_final={d_final} is ignored), as in the paper's "
+                           "No Projector ablation")
+            d_final = self.text_dim
+        self.d_final = d_final
+
+        # modal tokens
+        n_tok = int(m["n_tokens"])
+        self.single_modal = bool(m["single_modal"])
+        self.omics_encoder: TranscriptomicsEncoder | None = None
+        if not self.single_modal:
+            if info.n_genes <= 0:
+                warn_input("the cohort has no transcriptomics: ModalTune runs with learnable modal "
+                           "tokens (as model.single_modal=true)",
+                           fix="prepare the cohort with --expression (and --gene-sets) for ModalTune")
+                self.single_modal = True
+            else:
+                pathways = list(info.pathways)
+                if not pathways:
+                    warn_input("no gene sets in the cohort: genes are grouped in contiguous chunks of "
+                               "100 as pseudo-pathways",
+                               fix="prepare the cohort with a GMT file (e.g. the SurvPath pathways)")
+                    pathways = chunk_pathways(info.n_genes, 100)
+                o = m["omics"]
+                self.omics_encoder = TranscriptomicsEncoder(
+                    pathways, info.n_genes, dim=int(o["dim"]), depth=int(o["depth"]),
+                    token_ratio=float(o["token_ratio"]), channel_ratio=float(o["channel_ratio"]),
+                    n_tokens=n_tok, out_dim=dim, dropout=float(o["dropout"]))
+                _trunc_normal_linears(self.omics_encoder)
+                self.omics_encoder.tokenizer.reset_parameters(std=0.02)
+        self.learned_tokens = nn.Parameter(torch.zeros(n_tok, dim))      # single-modal / no-omics fallback
+        nn.init.trunc_normal_(self.learned_tokens, std=0.02)
+
+        self.adapter = ModalAdapter(
+            slide_encoder, n_tok, len(tasks), dim, blocks=int(m["adapter_blocks"]),
+            heads=int(m["adapter_heads"]), attn_ratio=float(m["attn_ratio"]),
+            ffn_ratio=float(m["ffn_ratio"]), drop_path=float(m["drop_path"]),
+            init_gamma=float(m["init_gamma"]), extra_extractors=int(m["extra_extractors"]),
+            d_final=d_final, checkpointing=bool(m["checkpointing"]))
+
+        # targets / heads
+        self.projector: nn.Module | None = None
+        self.model_projector: nn.Module | None = None
+        self.subtype_head: nn.Module | None = None
+        self.survival_head: nn.Module | None = None
+        if m["text_embedding"]:
+            if m["projector"] in ("frozen_random", "trainable"):
+                self.projector = _seeded_projector(self.text_dim, d_final, int(m["projector_seed"]))
+                if m["projector"] == "frozen_random":
+                    for p in self.projector.parameters():
+                        p.requires_grad_(False)
+            elif m["projector"] == "model_side":
+                self.model_projector = nn.Linear(d_final, self.text_dim)
+        else:
+            self.subtype_head = nn.Linear(d_final, max(1, int(info.n_classes)))
+            self.survival_head = nn.Linear(d_final, max(1, int(info.n_bins)))
+
+    # ------------------------------------------------------------------ helpers
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.projector is not None and self.mcfg["projector"] == "frozen_random":
+            self.projector.eval()
+        return self
+
+    def _device(self) -> torch.device:
+        return self.learned_tokens.device
+
+    def modal_tokens(self, batch: dict) -> torch.Tensor:
+        """``[1, M, D]`` modal tokens of one patient."""
+        if self.single_modal or self.omics_encoder is None:
+            return self.learned_tokens.unsqueeze(0)
+        has = batch.get("has_omics", True)
+        has = bool(has.item()) if isinstance(has, torch.Tensor) else bool(has)
+        omics = batch.get("omics")
+        if not has or omics is None:
+            return self.learned_tokens.unsqueeze(0)
+        omics = omics.to(self._device()).float().reshape(1, -1)
+        return self.omics_encoder(omics)
+
+    def forward(self, batch: dict, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``[T, d_final]`` outputs for ``task_ids`` (indices into ``self.task_names``; default all)."""
+        dev = self._device()
+        bag = batch["bag"].to(dev).float()
+        coords = batch["coords"].to(dev).float()
+        if task_ids is None:
+            task_ids = self.task_ids
+        tokens = self.modal_tokens(batch)
+        return self.adapter(bag, coords, tokens, task_ids)
+
+    def _text_targets(self, batch: dict) -> torch.Tensor:
+        if "text_emb" not in batch:
+            raise InputError("ModalTune needs text targets but the batch has no 'text_emb'",
+                             case=batch.get("case_id"),
+                             fix="build the dataset with a text cache (the training engine does this)")
+        y = batch["text_emb"].to(self._device()).float()
+        if y.dim() != 2 or y.shape[0] != len(PROMPT_TASKS) or y.shape[1] != self.text_dim:
+            raise InputError(f"text_emb has shape {tuple(y.shape)}, expected "
+                             f"[{len(PROMPT_TASKS)}, {self.text_dim}]", case=batch.get("case_id"),
+                             fix="rebuild the text cache with the text encoder named in the config")
+        y = y[self.task_rows]
+        if self.projector is not None:
+            y = self.projector(y)
+        return y
+
+    def _task_index(self, name: str) -> int:
+        return self.task_names.index(name) if name in self.task_names else self.general_index
+
+    # ------------------------------------------------------------------ Method API
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        z = self.forward(batch)                                     # [T, d_final]
+        if self.mcfg["text_embedding"]:
+            y = self._text_targets(batch)
+            if self.model_projector is not None:
+                z = self.model_projector(z)
+            loss = kl_text_loss(z, y, scale=float(self.mcfg["kl_scale"]))
+            return loss, {"kl": float(loss.detach())}
+        logs: dict[str, float] = {}
+        loss = z.sum() * 0.0
+        task = getattr(self.info, "task", "multi")
+        dev = z.device
+        if task in ("subtype", "multi"):
+            sub = int(torch.as_tensor(batch.get("subtype", -1)).item())
+            if sub >= 0:
+                ce = cross_entropy(self.subtype_head(z[self._task_index("diagnosis")]),
+                                   torch.tensor(sub, device=dev))
+                loss = loss + ce
+                logs["ce"] = float(ce.detach())
+        if task in ("survival", "multi"):
+            has_s = bool(torch.as_tensor(batch.get("has_survival", False)).item())
+            b = int(torch.as_tensor(batch.get("survival_bin", -1)).item())
+            if has_s and b >= 0:
+                nll = nll_survival_loss(self.survival_head(z[self._task_index("survival")]),
+                                        torch.tensor(b, device=dev),
+                                        torch.as_tensor(batch["event"], device=dev).float(),
+                                        alpha=float(self.mcfg["nll_alpha"]))
+                loss = loss + nll
+                logs["nll"] = float(nll.detach())
+        logs["loss"] = float(loss.detach())
+        return loss, logs
+
+    @contextlib.contextmanager
+    def _eval_mode(self):
+        was = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was)
+
+    def embed(self, batch: dict) -> torch.Tensor:
+        """General-task output ``[d_final]`` (eval mode, no grad)."""
+        with self._eval_mode():
+            ids = self.task_ids[self.general_index:self.general_index + 1]
+            return self.forward(batch, ids)[0]
+
+    def embed_all_tasks(self, batch: dict) -> torch.Tensor:
+        """``[T, d_final]`` outputs of every task (eval mode, no grad)."""
+        with self._eval_mode():
+            return self.forward(batch)
+
+    def predict(self, batch: dict) -> dict[str, torch.Tensor | None]:
+        if self.mcfg["text_embedding"]:
+            return {"logits": None, "risk": None}
+        with self._eval_mode():
+            z = self.forward(batch)
+            logits = self.subtype_head(z[self._task_index("diagnosis")])
+            risk = survival_risk(self.survival_head(z[self._task_index("survival")]))
+        return {"logits": logits, "risk": risk}
+
+
+def _trunc_normal_linears(module: nn.Module, std: float = 0.02) -> None:
+    """Reference initialisation of the gene encoder's linears (trunc-normal 0.02, zero bias)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
