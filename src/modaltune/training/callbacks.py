@@ -1,0 +1,97 @@
+"""Epoch selection on the validation split (a Lightning callback).
+
+At the end of every training epoch the callback scores the current weights on the validation
+patients (:func:`~modaltune.training.scoring.score_epoch`), appends a row to ``history.csv`` and,
+when the selection metric improved, writes the weights to ``best.ckpt``. Its state (history, best
+epoch and score) is part of Lightning's checkpoints, so a resumed run continues the same selection.
+Under DDP every rank scores (identical weights give identical scores); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+from lightning.pytorch import Callback
+
+from .io import BEST, HISTORY, save_weights
+from .scoring import is_better
+
+__all__ = ["SelectionCallback", "SeedEpochCallback"]
+
+
+class SelectionCallback(Callback):
+    """Score each epoch on validation, keep the best one (``best.ckpt``) and write ``history.csv``.
+
+    Args:
+        scorer: ``scorer(method) -> dict`` of validation scores (``val_loss``, ``val_balanced_accuracy``, ...).
+        metric: the selection metric (``val_*`` or ``last``); ``val_loss`` is minimised, others maximised.
+        run_dir: where ``history.csv`` and ``best.ckpt`` go.
+    """
+
+    def __init__(self, scorer: Callable[[Any], dict], metric: str, run_dir: str | Path, meta: dict | None = None):
+        self.scorer, self.metric, self.run_dir = scorer, metric, Path(run_dir)
+        self.meta = dict(meta or {})
+        self.history: list[dict] = []
+        self.best_epoch: int | None = None
+        self.best_score: float | None = None
+        self._t0 = time.time()
+
+    @property
+    def state_key(self) -> str:
+        return "SelectionCallback"
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = time.time()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = int(trainer.current_epoch)
+        train_time = time.time() - self._t0
+        t1 = time.time()
+        scores = self.scorer(pl_module.method)
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else float("nan")
+        score = float(epoch) if self.metric == "last" else float(scores.get(self.metric, float("nan")))
+        improved = is_better(score, self.best_score, lower=self.metric == "val_loss")
+        if improved:
+            self.best_epoch, self.best_score = epoch, score
+            if trainer.is_global_zero:
+                save_weights(pl_module.method, self.run_dir / BEST, epoch=epoch, select_metric=self.metric,
+                             score=score, **self.meta)
+        row = {"epoch": epoch, "train_loss": pl_module.epoch_loss(), "lr": lr, **scores,
+               "select_metric": self.metric, "score": score, "best_epoch": self.best_epoch,
+               "train_time_s": round(train_time, 3), "eval_time_s": round(time.time() - t1, 3)}
+        self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
+        if trainer.is_global_zero:
+            self.write_history()
+        finite = {k: float(v) for k, v in scores.items() if isinstance(v, float) and v == v}
+        if finite:
+            pl_module.log_dict(finite, on_epoch=True, batch_size=1, rank_zero_only=True)
+
+    def write_history(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(self.history).to_csv(self.run_dir / HISTORY, index=False)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                "metric": self.metric}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state.get("history") or [])
+        self.best_epoch = state.get("best_epoch")
+        self.best_score = state.get("best_score")
+
+
+class SeedEpochCallback(Callback):
+    """Reseed torch before every training step from (seed, epoch, step, rank), so that a resumed run
+    draws the same dropout/noise as an uninterrupted one (whatever else consumed random numbers)."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import torch
+
+        torch.manual_seed((self.seed * 1_000_003 + int(trainer.current_epoch) * 100_019 + int(batch_idx) * 101
+                           + int(trainer.global_rank)) % (2**63 - 1))
