@@ -26,6 +26,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "pan_cancer": False,      # pool the sites in one model (probes still fitted per site)
         "split": "holdout",       # holdout (68/12/20) | kfold | file
         "split_file": None,       # CSV of case_id,split (or SurvPath/CLAM style) when split == file
+        "split_seed": None,       # seed of the patient split (None = the run's seed)
         "fold": 0,
         "n_folds": 5,
         "bag_cap": 4096,          # max patches per patient during training (subsampled); evaluation sees all

@@ -1,0 +1,116 @@
+"""Paper-style result tables from a long table of per-run metrics.
+
+The input is one row per (method, site, seed, metric) with a ``value`` and the
+``run_dir`` it came from, so every number in a table is traceable to a run. Tables
+follow ModalTune's Table 2: rows grouped by family, columns = sites + Overall
+(the mean over sites, as in the paper), cells = mean ± std over seeds, best in bold
+and second underlined in the markdown version.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+FAMILY_ORDER = ("WSI", "Genomics", "Multi-modal", "ModalTune", "ModalTune pan-cancer", "OOD supervised", "other")
+METRIC_TITLES = {"balanced_accuracy": "Balanced accuracy", "c_index": "C-index"}
+
+
+def _fmt(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:.3f} ± {0.0 if std is None or math.isnan(std) else std:.3f}"
+
+
+def summarise(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean and std over seeds per (family, method, site), plus the Overall column.
+
+    Overall is computed per seed as the mean over the sites that method was scored on,
+    then summarised over seeds, so its std reflects seed-to-seed variation.
+    """
+    df = results[results["metric"] == metric]
+    if df.empty:
+        return pd.DataFrame(columns=["family", "method", "site", "mean", "std", "n_seeds"])
+    per_site = (df.groupby(["family", "method", "site"])["value"]
+                .agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                     n_seeds="count").reset_index())
+    overall_seed = df.groupby(["family", "method", "seed"])["value"].mean().reset_index()
+    overall = (overall_seed.groupby(["family", "method"])["value"]
+               .agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                    n_seeds="count").reset_index())
+    overall["site"] = "Overall"
+    return pd.concat([per_site, overall], ignore_index=True)
+
+
+def _family_rank(family: str) -> int:
+    return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+
+
+def wide_table(summary: pd.DataFrame, sites: list[str]) -> pd.DataFrame:
+    """Rows = (family, method) in paper order, columns = sites + Overall, cells = 'mean ± std'."""
+    cols = list(sites) + ["Overall"]
+    rows = []
+    keys = summary[["family", "method"]].drop_duplicates().values.tolist()
+    keys.sort(key=lambda k: (_family_rank(k[0]), k[1]))
+    for family, method in keys:
+        sub = summary[(summary.family == family) & (summary.method == method)].set_index("site")
+        row = {"family": family, "method": method}
+        for c in cols:
+            row[c] = _fmt(sub.loc[c, "mean"], sub.loc[c, "std"]) if c in sub.index else "n/a"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["family", "method"] + cols)
+
+
+def markdown_table(summary: pd.DataFrame, sites: list[str], title: str) -> str:
+    """Markdown with the best value per column in bold and the second underlined."""
+    table = wide_table(summary, sites)
+    cols = list(sites) + ["Overall"]
+    marks: dict[tuple[str, str], str] = {}
+    for c in cols:
+        sub = summary[summary.site == c].dropna(subset=["mean"]).sort_values("mean", ascending=False)
+        ranked = sub["method"].tolist()
+        if ranked:
+            marks[(ranked[0], c)] = "best"
+        if len(ranked) > 1:
+            marks[(ranked[1], c)] = "second"
+    lines = [f"**{title}**", "", "| Family | Method | " + " | ".join(cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    last_family = None
+    for _, r in table.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            mark = marks.get((r["method"], c))
+            if mark == "best":
+                v = f"**{v}**"
+            elif mark == "second":
+                v = f"<u>{v}</u>"
+            cells.append(v)
+        fam = r["family"] if r["family"] != last_family else ""
+        last_family = r["family"]
+        lines.append(f"| {fam} | {r['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(results: pd.DataFrame, sites: list[str], out: Path, stem: str, title: str) -> dict[str, Path]:
+    """Write markdown, CSV and JSON for both metrics; return the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    md_parts = []
+    for metric, name in METRIC_TITLES.items():
+        summary = summarise(results, metric)
+        if summary.empty:
+            continue
+        md_parts.append(markdown_table(summary, sites, f"{title}: {name}"))
+        wide = wide_table(summary, sites)
+        csv = out / f"{stem}_{metric}.csv"
+        wide.to_csv(csv, index=False)
+        summary.to_json(out / f"{stem}_{metric}.json", orient="records", indent=2)
+        paths[f"{metric}_csv"] = csv
+    md = out / f"{stem}.md"
+    md.write_text("\n".join(md_parts))
+    paths["markdown"] = md
+    return paths

@@ -1,0 +1,272 @@
+"""The ``modaltune`` command line: one entry point, one sub-command per step.
+
+    modaltune synth     write the built-in synthetic cohort in standard file formats
+    modaltune prepare   validate and align raw inputs into a cohort directory
+    modaltune train     train a registered method (per site or pan-cancer)
+    modaltune embed     write patient embeddings of a trained run
+    modaltune evaluate  probe / predict on the test split and write metrics.json
+    modaltune benchmark methods x sites x seeds, Table-2/3 style tables, KM curves
+    modaltune demo      synth -> prepare -> train -> evaluate -> benchmark, in minutes on a CPU
+    modaltune methods   list registered methods
+    modaltune doctor    check the environment
+
+Heavy imports happen inside the sub-commands so ``modaltune --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import ModaltuneError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config file (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--seed", type=int, help="seed for split, initialisation and data order")
+
+
+def _resolve(args, method: str | None):
+    from .config import resolve_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"seed={args.seed}")
+    return resolve_config(method, file=args.config, overrides=overrides)
+
+
+def cmd_synth(args) -> int:
+    from .data.synthetic import make_synthetic
+
+    kwargs = {"seed": args.seed}
+    if args.sites:
+        kwargs["sites"] = tuple(s.strip() for s in args.sites.split(",") if s.strip())
+    if args.ood_sites is not None:
+        kwargs["ood_sites"] = tuple(s.strip() for s in args.ood_sites.split(",") if s.strip())
+    if args.patients:
+        kwargs["patients"] = args.patients
+    if args.dim:
+        kwargs["dim"] = args.dim
+    info = make_synthetic(args.out, **kwargs)
+    print(f"synthetic cohort written to {args.out}")
+    oracle = info.get("oracle_c_index") if isinstance(info, dict) else None
+    if oracle:
+        print("oracle C-index per site: " + ", ".join(f"{k}={v:.3f}" for k, v in oracle.items()))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .data.cohort import prepare_cohort
+
+    cohort = prepare_cohort(
+        args.out,
+        features=args.features,
+        features_secondary=args.features_secondary,
+        clinical=args.clinical,
+        expression=args.expression,
+        gene_sets=args.gene_sets,
+        reports=args.reports,
+        slide_case_table=args.slide_case_table,
+        grouping=args.grouping,
+        ood_sites=tuple(s.strip() for s in (args.ood_sites or "").split(",") if s.strip()),
+    )
+    summary = Path(args.out) / "summary.txt"
+    if summary.exists():
+        print(summary.read_text())
+    print(f"cohort written to {args.out} ({len(cohort.manifest)} patients)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .data.cohort import Cohort
+    from .pipeline import train
+
+    cfg = _resolve(args, args.method)
+    cohort = Cohort.load(args.cohort)
+    runs = train(cfg, cohort, args.out, resume=args.resume)
+    for r in runs:
+        print(f"run written to {r}")
+    return 0
+
+
+def _run_dirs(path: Path) -> list[Path]:
+    """A run directory, or a directory of per-site run directories."""
+    if (path / "config.yaml").exists():
+        return [path]
+    runs = sorted(p for p in path.iterdir() if (p / "config.yaml").exists()) if path.is_dir() else []
+    if not runs:
+        from .errors import InputError
+        raise InputError("not a run directory (no config.yaml here or in sub-directories)", file=path,
+                         fix="pass the --out directory of `modaltune train`")
+    return runs
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    from .data.cohort import Cohort
+    from .training.engine import embed_run
+
+    cohort = Cohort.load(args.cohort) if args.cohort else None
+    for run in _run_dirs(args.run_dir):
+        ids, emb = embed_run(run, cohort=cohort)
+        out = args.out or (run / "embeddings_all.npz")
+        np.savez_compressed(out, case_id=np.asarray(ids), embedding=emb)
+        print(f"{len(ids)} embeddings of width {emb.shape[1]} written to {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data.cohort import Cohort
+    from .evaluation.report import print_metrics
+    from .training.engine import evaluate_ood, evaluate_run
+    from .pipeline import resolve_split
+    from .config import load_yaml
+
+    cohort = Cohort.load(args.cohort) if args.cohort else None
+    for run in _run_dirs(args.run_dir):
+        metrics = evaluate_run(run, cohort=cohort)
+        print_metrics(metrics, title=f"{run}")
+        if args.ood:
+            c = cohort or Cohort.load(load_yaml(run / "config.yaml").get("cohort"))
+            cfg = load_yaml(run / "config.yaml")
+            ood_sites = [s.strip() for s in args.ood.split(",")] if args.ood != "auto" else list(c.ood_sites)
+            ood = evaluate_ood(run, c, ood_sites, resolve_split(cfg, c))
+            print_metrics(ood, title=f"{run} (OOD)")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from .benchmark.runner import run_benchmark
+
+    run_benchmark(
+        cohort_dir=args.cohort,
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        sites=[s.strip() for s in args.sites.split(",")] if args.sites else None,
+        seeds=[int(s) for s in args.seeds.split(",")],
+        config=args.config,
+        overrides=args.overrides,
+        out=args.out,
+        ood=not args.no_ood,
+    )
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed or 0, benchmark=not args.no_benchmark)
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from . import methods  # noqa: F401
+    from .registry import METHODS
+
+    for name, cls in METHODS.items():
+        mods = ",".join(getattr(cls, "modalities", ()))
+        print(f"{name:18s} {getattr(cls, 'family', ''):12s} {getattr(cls, 'supervision', ''):7s} {mods}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modaltune", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"modaltune {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write the built-in synthetic cohort (standard file formats)")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sites", help="comma-separated TCGA sites, e.g. BRCA,NSCLC,RCC,BLCA")
+    s.add_argument("--ood-sites", help="comma-separated held-out sites (default BLCA)")
+    s.add_argument("--patients", type=int, help="patients per site")
+    s.add_argument("--dim", type=int, help="patch-feature width")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("prepare", help="validate and align raw inputs into a cohort directory")
+    s.add_argument("--features", type=Path, help="directory of TRIDENT/CLAM .h5 or .pt feature files")
+    s.add_argument("--features-secondary", type=Path, help="features of the same slides at a second magnification")
+    s.add_argument("--clinical", type=Path, required=True, help="GDC clinical TSV/CSV or SurvPath-style table")
+    s.add_argument("--expression", type=Path, help="expression matrix (Xena genes x samples, or samples x genes)")
+    s.add_argument("--gene-sets", type=Path, help="GMT file of pathways")
+    s.add_argument("--reports", type=Path, help="table of case id and report text")
+    s.add_argument("--slide-case-table", type=Path, help="CSV slide_id,case_id for non-TCGA slide names")
+    s.add_argument("--grouping", type=Path, help="YAML of subtype class groupings (default: ModalTune Table 4)")
+    s.add_argument("--ood-sites", help="comma-separated sites kept out of training (OOD evaluation)")
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("train", help="train a method on a cohort")
+    s.add_argument("method", help="registered method name (see `modaltune methods`)")
+    s.add_argument("--cohort", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
+    _add_config_args(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("embed", help="write patient embeddings of a trained run")
+    s.add_argument("run_dir", type=Path)
+    s.add_argument("--cohort", type=Path, help="cohort directory (default: the run's own)")
+    s.add_argument("--out", type=Path)
+    s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("evaluate", help="evaluate a trained run on its test split; writes metrics.json")
+    s.add_argument("run_dir", type=Path)
+    s.add_argument("--cohort", type=Path, help="cohort directory (default: the run's own)")
+    s.add_argument("--ood", help="also evaluate out-of-distribution on these sites ('auto' = cohort's OOD sites)")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("benchmark", help="methods x sites x seeds with Table-2/3 style tables")
+    s.add_argument("--cohort", type=Path, required=True)
+    s.add_argument("--methods", required=True, help="comma-separated method names")
+    s.add_argument("--sites", help="comma-separated sites (default: all in-domain sites)")
+    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--no-ood", action="store_true", help="skip the out-of-distribution table")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--config", type=Path, help="YAML applied to every method")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    s.set_defaults(func=cmd_benchmark)
+
+    s = sub.add_parser("demo", help="the whole pipeline on the built-in synthetic cohort")
+    s.add_argument("--out", type=Path, default=Path("modaltune_demo"))
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quick", action="store_true", help="smaller cohort and fewer epochs (tests use this)")
+    s.add_argument("--no-benchmark", action="store_true", help="skip the baseline comparison")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("methods", help="list registered methods")
+    s.set_defaults(func=cmd_methods)
+    s = sub.add_parser("doctor", help="check the environment (torch, devices, text encoder, optional extras)")
+    s.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    warnings.simplefilter("default")
+    try:
+        return int(args.func(args) or 0)
+    except ModaltuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
