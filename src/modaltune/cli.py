@@ -255,12 +255,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setup_logging(verbose: bool) -> None:
+    """Our messages at INFO; third-party chatter (Lightning tips, numexpr, model loading) only with -v."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        warnings.simplefilter("default")
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "numexpr",
+                 "sentence_transformers", "transformers", "matplotlib", "PIL"):
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.WARNING)
+        lg.propagate = False if name.startswith("lightning") else lg.propagate
+    for pat in (".*isinstance\\(treespec, LeafSpec\\).*", ".*module\\(s\\) in eval mode.*",
+                ".*weights_only.*", ".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=pat)
+    try:  # transformers' / sentence-transformers' progress bars when loading the text encoder
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    warnings.simplefilter("default")
+    _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except ModaltuneError as exc:

@@ -2,6 +2,18 @@
 
 Resolution order (later wins): the global defaults below, the method's own defaults
 (``Method.default_config()``), a YAML file, then ``--set key.sub=value`` overrides.
+
+A YAML file may hold a ``methods:`` section of per-method settings, applied only when that
+method is resolved (one file then configures a whole benchmark)::
+
+    train: {epochs: 8}            # every method
+    methods:
+      modaltune: {model: {encoder_size: small, adapter_heads: 4}}
+      abmil: {train: {lr: 5.0e-4}}
+
+``--config NAME`` with no such file picks a config shipped with the package
+(``modaltune/configs/NAME.yaml``; see :func:`shipped_configs`). A run's own ``config.yaml``
+can be passed back as ``--config`` (its informational ``cohort`` key is ignored).
 Unknown keys are rejected with the nearest known key, so a typo never silently
 does nothing. The resolved config is written to every run directory.
 """
@@ -109,6 +121,48 @@ def overrides_to_dict(overrides: Iterable[str]) -> dict:
     return out
 
 
+SHIPPED_DIR = Path(__file__).parent / "configs"
+#: Keys a config file may hold besides the settings (informational or per-method).
+_META_KEYS = ("cohort", "methods", "description", "extends")
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Configs shipped with the package, by name (``cpu_small``, ``paper``, ...)."""
+    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.yaml"))}
+
+
+def config_path(file: str | Path) -> Path:
+    """``file`` if it exists, else the shipped config of that name; ConfigError otherwise."""
+    path = Path(file)
+    if path.exists():
+        return path
+    shipped = shipped_configs()
+    name = path.stem if path.suffix in (".yaml", ".yml") and path.parent == Path(".") else str(file)
+    if name in shipped:
+        return shipped[name]
+    raise ConfigError(f"config file not found: {file} (shipped configs: {', '.join(shipped) or 'none'})")
+
+
+def read_config_file(file: str | Path, _seen: tuple = ()) -> dict:
+    """Load a config file (or shipped name), following ``extends: NAME_OR_PATH`` chains."""
+    path = config_path(file)
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {path} extends itself (cycle: {' -> '.join(map(str, _seen))})")
+    data = load_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    ref = Path(str(parent))
+    if not ref.is_absolute() and (path.parent / ref).exists():
+        ref = path.parent / ref
+    base = read_config_file(ref, _seen + (path.resolve(),))
+    methods = deep_merge(base.pop("methods", None) or {}, data.pop("methods", None) or {}, strict=False)
+    merged = deep_merge(base, data, strict=False)
+    if methods:
+        merged["methods"] = methods
+    return merged
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
@@ -129,14 +183,27 @@ def resolve_config(method: str | None = None, *, file: str | Path | None = None,
     from . import methods  # noqa: F401  (registers the methods)
 
     user: dict = {}
+    per_method: dict = {}
     if file is not None:
-        user = deep_merge(user, load_yaml(file), strict=False)
+        data = read_config_file(file)
+        per_method = data.get("methods") or {}
+        if not isinstance(per_method, dict):
+            raise ConfigError(f"config file {file}: 'methods' must map method names to settings")
+        user = deep_merge(user, {k: v for k, v in data.items() if k not in _META_KEYS}, strict=False)
     if extra:
         user = deep_merge(user, extra, strict=False)
     over = overrides_to_dict(overrides)
-    user = deep_merge(user, over, strict=False)
-    name = method or user.get("method") or GLOBAL_DEFAULTS["method"]
+    name = method or over.get("method") or user.get("method") or GLOBAL_DEFAULTS["method"]
     cls = METHODS.get(name)
+    unknown = [m for m in per_method if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"config file {file}: unknown method(s) {unknown} under 'methods'; known: "
+                          f"{', '.join(METHODS.names())}")
+    section = per_method.get(name) or {}
+    user = deep_merge(user, {k: v for k, v in section.items() if k != "method"}, strict=False)
+    if extra:   # explicit arguments (benchmark cells) win over the file's per-method section
+        user = deep_merge(user, extra, strict=False)
+    user = deep_merge(user, over, strict=False)
     base = copy.deepcopy(GLOBAL_DEFAULTS)
     base["method"] = name
     method_defaults = cls.default_config() if hasattr(cls, "default_config") else {}
