@@ -65,17 +65,20 @@ def wide_table(summary: pd.DataFrame, sites: list[str]) -> pd.DataFrame:
 
 
 def markdown_table(summary: pd.DataFrame, sites: list[str], title: str) -> str:
-    """Markdown with the best value per column in bold and the second underlined."""
+    """Markdown with the best value per column in bold and the second underlined (ties share a mark)."""
     table = wide_table(summary, sites)
     cols = list(sites) + ["Overall"]
     marks: dict[tuple[str, str], str] = {}
     for c in cols:
-        sub = summary[summary.site == c].dropna(subset=["mean"]).sort_values("mean", ascending=False)
-        ranked = sub["method"].tolist()
-        if ranked:
-            marks[(ranked[0], c)] = "best"
-        if len(ranked) > 1:
-            marks[(ranked[1], c)] = "second"
+        sub = summary[summary.site == c].dropna(subset=["mean"])
+        # ties (at the printed precision) share a mark: all equal-best bold, the next value underlined
+        shown = sub["mean"].round(3)
+        levels = sorted(shown.unique(), reverse=True)
+        for method, v in zip(sub["method"], shown):
+            if levels and v == levels[0]:
+                marks[(method, c)] = "best"
+            elif len(levels) > 1 and v == levels[1]:
+                marks[(method, c)] = "second"
     lines = [f"**{title}**", "", "| Family | Method | " + " | ".join(cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     last_family = None
