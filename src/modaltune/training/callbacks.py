@@ -9,6 +9,7 @@ Under DDP every rank scores (identical weights give identical scores); only rank
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,10 @@ from lightning.pytorch import Callback
 from .io import BEST, HISTORY, save_weights
 from .scoring import is_better
 
-__all__ = ["SelectionCallback", "SeedEpochCallback"]
+__all__ = ["SelectionCallback", "SeedEpochCallback", "TIEBREAK"]
+
+#: Secondary validation metric that breaks ties of the selection metric.
+TIEBREAK = {"val_balanced_accuracy": "val_c_index", "val_c_index": "val_balanced_accuracy"}
 
 
 class SelectionCallback(Callback):
@@ -29,6 +33,10 @@ class SelectionCallback(Callback):
         scorer: ``scorer(method) -> dict`` of validation scores (``val_loss``, ``val_balanced_accuracy``, ...).
         metric: the selection metric (``val_*`` or ``last``); ``val_loss`` is minimised, others maximised.
         run_dir: where ``history.csv`` and ``best.ckpt`` go.
+
+    Ties of the selection metric (common with small validation sets: balanced accuracy saturates)
+    are broken by the other validation metric (C-index for balanced accuracy and vice versa), then
+    by the earlier epoch. Only validation scores are used.
     """
 
     def __init__(self, scorer: Callable[[Any], dict], metric: str, run_dir: str | Path, meta: dict | None = None):
@@ -37,6 +45,7 @@ class SelectionCallback(Callback):
         self.history: list[dict] = []
         self.best_epoch: int | None = None
         self.best_score: float | None = None
+        self.best_tiebreak: float | None = None
         self._t0 = time.time()
 
     @property
@@ -53,9 +62,14 @@ class SelectionCallback(Callback):
         scores = self.scorer(pl_module.method)
         lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else float("nan")
         score = float(epoch) if self.metric == "last" else float(scores.get(self.metric, float("nan")))
+        tie_metric = TIEBREAK.get(self.metric)
+        tiebreak = float(scores.get(tie_metric, float("nan"))) if tie_metric else float("nan")
         improved = is_better(score, self.best_score, lower=self.metric == "val_loss")
+        if (not improved and self.best_score is not None and score == self.best_score
+                and is_better(tiebreak, self.best_tiebreak, lower=False) and not math.isnan(tiebreak)):
+            improved = True
         if improved:
-            self.best_epoch, self.best_score = epoch, score
+            self.best_epoch, self.best_score, self.best_tiebreak = epoch, score, tiebreak
             if trainer.is_global_zero:
                 save_weights(pl_module.method, self.run_dir / BEST, epoch=epoch, select_metric=self.metric,
                              score=score, **self.meta)
@@ -75,12 +89,13 @@ class SelectionCallback(Callback):
 
     def state_dict(self) -> dict:
         return {"history": self.history, "best_epoch": self.best_epoch, "best_score": self.best_score,
-                "metric": self.metric}
+                "best_tiebreak": self.best_tiebreak, "metric": self.metric}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = list(state.get("history") or [])
         self.best_epoch = state.get("best_epoch")
         self.best_score = state.get("best_score")
+        self.best_tiebreak = state.get("best_tiebreak")
 
 
 class SeedEpochCallback(Callback):
