@@ -75,12 +75,29 @@ def cmd_prepare(args) -> int:
         slide_case_table=args.slide_case_table,
         grouping=args.grouping,
         ood_sites=tuple(s.strip() for s in (args.ood_sites or "").split(",") if s.strip()),
+        clinical_columns=_column_map(args.clinical_column),
+        min_genes_per_pathway=args.min_genes_per_pathway,
+        check_values=not args.no_value_check,
+        expression_orientation=args.expression_orientation,
     )
     summary = Path(args.out) / "summary.txt"
     if summary.exists():
         print(summary.read_text())
     print(f"cohort written to {args.out} ({len(cohort.manifest)} patients)")
     return 0
+
+
+def _column_map(items: list[str]) -> dict[str, str] | None:
+    """``["event=os_event", "time=os_months"]`` -> ``{"event": "os_event", "time": "os_months"}``."""
+    from .errors import ConfigError
+
+    out = {}
+    for item in items or []:
+        field, sep, column = item.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise ConfigError(f"--clinical-column '{item}' must look like FIELD=COLUMN, e.g. case_id=patient")
+        out[field.strip()] = column.strip()
+    return out or None
 
 
 def cmd_train(args) -> int:
@@ -207,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--slide-case-table", type=Path, help="CSV slide_id,case_id for non-TCGA slide names")
     s.add_argument("--grouping", type=Path, help="YAML of subtype class groupings (default: ModalTune Table 4)")
     s.add_argument("--ood-sites", help="comma-separated sites kept out of training (OOD evaluation)")
+    s.add_argument("--clinical-column", action="append", default=[], metavar="FIELD=COLUMN",
+                   help="map a clinical field (case_id, slide_id, project_id, primary_diagnosis, stage, t, n, m, "
+                        "vital_status, days_to_death, ...) to your column name, e.g. case_id=patient (repeatable)")
+    s.add_argument("--min-genes-per-pathway", type=int, default=3,
+                   help="pathways with fewer genes in the expression are dropped and reported (default 3)")
+    s.add_argument("--no-value-check", action="store_true",
+                   help="skip the NaN/inf scan of every feature file (faster on huge cohorts)")
+    s.add_argument("--expression-orientation", choices=("auto", "genes_x_samples", "samples_x_genes"),
+                   default="auto", help="layout of the expression matrix (default: detected)")
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_prepare)
 
