@@ -46,24 +46,10 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
+from ...encoders.slide.longnet import DropPath
 
 __all__ = ["DropPath", "AdapterAttention", "Injector", "Extractor", "SelfAttentionBlock",
            "InteractionBlock", "ModalAdapter", "split_layers"]
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample (identity in eval mode or with ``p = 0``)."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class AdapterAttention(nn.Module):
