@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -96,12 +97,21 @@ def deep_merge(base: dict, update: dict, *, strict: bool = True, path: str = "")
     return out
 
 
+_SCI_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_value(text: str) -> Any:
-    """Parse a ``--set`` value with YAML rules (numbers, booleans, null, lists)."""
+    """Parse a ``--set`` value with YAML rules (numbers, booleans, null, lists).
+
+    Unquoted scientific notation without a dot (``1e-3``), which YAML 1.1 reads as a string, is a number.
+    """
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and _SCI_NUMBER.fullmatch(text.strip()):
+        return float(value)
+    return value
 
 
 def overrides_to_dict(overrides: Iterable[str]) -> dict:
@@ -134,7 +144,7 @@ def shipped_configs() -> dict[str, Path]:
 def config_path(file: str | Path) -> Path:
     """``file`` if it exists, else the shipped config of that name; ConfigError otherwise."""
     path = Path(file)
-    if path.exists():
+    if path.is_file():
         return path
     shipped = shipped_configs()
     name = path.stem if path.suffix in (".yaml", ".yml") and path.parent == Path(".") else str(file)
@@ -144,7 +154,11 @@ def config_path(file: str | Path) -> Path:
 
 
 def read_config_file(file: str | Path, _seen: tuple = ()) -> dict:
-    """Load a config file (or shipped name), following ``extends: NAME_OR_PATH`` chains."""
+    """Load a config file (or shipped name), following ``extends: NAME_OR_PATH`` chains.
+
+    Settings of the extending file beat those of the file it extends, per-method sections included
+    (a file that extends ``cpu_small`` and sets ``train.epochs`` trains every method that long).
+    """
     path = config_path(file)
     if path.resolve() in _seen:
         raise ConfigError(f"config file {path} extends itself (cycle: {' -> '.join(map(str, _seen))})")
@@ -156,7 +170,13 @@ def read_config_file(file: str | Path, _seen: tuple = ()) -> dict:
     if not ref.is_absolute() and (path.parent / ref).exists():
         ref = path.parent / ref
     base = read_config_file(ref, _seen + (path.resolve(),))
-    methods = deep_merge(base.pop("methods", None) or {}, data.pop("methods", None) or {}, strict=False)
+    # the extending file wins over everything it extends, the parent's per-method sections included:
+    # its top-level settings are laid over each of the parent's sections, then its own sections
+    child_methods = data.pop("methods", None) or {}
+    child_top = {k: v for k, v in data.items() if k not in _META_KEYS}
+    methods = {name: deep_merge(section or {}, child_top, strict=False)
+               for name, section in (base.pop("methods", None) or {}).items()}
+    methods = deep_merge(methods, child_methods, strict=False)
     merged = deep_merge(base, data, strict=False)
     if methods:
         merged["methods"] = methods

@@ -72,7 +72,7 @@ def markdown_table(summary: pd.DataFrame, sites: list[str], title: str) -> str:
     for c in cols:
         sub = summary[summary.site == c].dropna(subset=["mean"])
         # ties (at the printed precision) share a mark: all equal-best bold, the next value underlined
-        shown = sub["mean"].round(3)
+        shown = sub["mean"].map(lambda v: float(f"{v:.3f}"))   # exactly as _fmt prints (not Series.round)
         levels = sorted(shown.unique(), reverse=True)
         for method, v in zip(sub["method"], shown):
             if levels and v == levels[0]:

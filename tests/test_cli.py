@@ -1,0 +1,138 @@
+"""Tests of the ``modaltune`` command line (``modaltune.cli.main``): exit codes and messages."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from modaltune import __version__
+from modaltune.cli import build_parser, main
+
+pytestmark = pytest.mark.filterwarnings("ignore::modaltune.errors.InputWarning")
+
+
+def test_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("synth", "prepare", "train", "embed", "evaluate", "benchmark", "demo", "methods", "doctor"):
+        assert command in out
+
+
+def test_subcommand_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--set" in out and "--config" in out and "--cohort" in out
+
+
+def test_version_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"modaltune {__version__}"
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_methods_lists_registered_methods(capsys):
+    assert main(["methods"]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert {"abmil", "modaltune", "snn", "abmil_cat"} <= set(lines)
+    assert lines["modaltune"][1:] == ["ModalTune", "text", "wsi,omics"]
+    assert lines["abmil"][1:] == ["WSI", "labels", "wsi"]
+    assert lines["snn"][1:] == ["Genomics", "labels", "omics"]
+
+
+def test_doctor_returns_a_documented_code(capsys):
+    rc = main(["doctor"])
+    out = capsys.readouterr().out
+    assert rc in (0, 1)           # 0 = ready, 1 = required packages missing
+    assert "status" in out and "torch" in out
+    assert ("ready" in out) == (rc == 0)
+
+
+def test_prepare_with_missing_clinical_file_exits_2(tmp_path, capsys):
+    missing = tmp_path / "no_such_clinical.tsv"
+    rc = main(["prepare", "--clinical", str(missing), "--out", str(tmp_path / "cohort")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no_such_clinical.tsv" in err
+    assert not (tmp_path / "cohort" / "manifest.csv").exists()
+
+
+def test_prepare_with_bad_clinical_column_exits_2(tmp_path, capsys):
+    rc = main(["prepare", "--clinical", str(tmp_path / "c.tsv"), "--clinical-column", "case_id",
+               "--out", str(tmp_path / "cohort")])
+    assert rc == 2
+    assert "FIELD=COLUMN" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def cli_cohort(tmp_path_factory):
+    """``modaltune synth`` + ``modaltune prepare`` of a tiny cohort (12 patients a site, BRCA and BLCA)."""
+    root = tmp_path_factory.mktemp("cli")
+    raw, cohort = root / "raw", root / "cohort"
+    assert main(["synth", "--out", str(raw), "--patients", "12", "--sites", "BRCA,BLCA", "--dim", "16"]) == 0
+    rc = main(["prepare", "--clinical", str(raw / "clinical.tsv"), "--features", str(raw / "features_20x"),
+               "--expression", str(raw / "expression.tsv"), "--gene-sets", str(raw / "pathways.gmt"),
+               "--reports", str(raw / "reports.csv"), "--ood-sites", "BLCA", "--out", str(cohort)])
+    assert rc == 0
+    return root
+
+
+def test_synth_and_prepare_write_a_cohort(cli_cohort):
+    raw, cohort = cli_cohort / "raw", cli_cohort / "cohort"
+    for name in ("clinical.tsv", "expression.tsv", "pathways.gmt", "reports.csv"):
+        assert (raw / name).exists(), name
+    assert (raw / "features_20x").is_dir() and any((raw / "features_20x").iterdir())
+    manifest = pd.read_csv(cohort / "manifest.csv", dtype={"case_id": str})
+    assert len(manifest) == 24
+    assert manifest.groupby("site").size().to_dict() == {"BLCA": 12, "BRCA": 12}
+    for name in ("cohort.json", "gene_sets.json", "summary.txt"):
+        assert (cohort / name).exists(), name
+
+
+def test_train_with_unknown_set_key_exits_2(cli_cohort, tmp_path, capsys):
+    rc = main(["train", "abmil", "--cohort", str(cli_cohort / "cohort"), "--out", str(tmp_path / "run"),
+               "--set", "train.epoch=1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'train.epoch'" in err and "did you mean 'train.epochs'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_with_unknown_method_exits_2(cli_cohort, tmp_path, capsys):
+    rc = main(["train", "abmill", "--cohort", str(cli_cohort / "cohort"), "--out", str(tmp_path / "run")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'abmill'" in err and "abmil" in err
+
+
+def test_train_with_missing_config_exits_2(cli_cohort, tmp_path, capsys):
+    rc = main(["train", "abmil", "--cohort", str(cli_cohort / "cohort"), "--out", str(tmp_path / "run"),
+               "--config", str(tmp_path / "missing.yaml")])
+    assert rc == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_train_with_missing_cohort_exits_2(tmp_path, capsys):
+    rc = main(["train", "abmil", "--cohort", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
+    assert rc == 2
+    assert "cohort directory not found" in capsys.readouterr().err
+
+
+def test_seed_flag_becomes_an_override():
+    from modaltune.cli import _resolve
+
+    args = build_parser().parse_args(["train", "abmil", "--cohort", "c", "--out", "o", "--seed", "7",
+                                      "--set", "train.epochs=2", "--config", "cpu_small"])
+    cfg = _resolve(args, args.method)
+    assert cfg["seed"] == 7 and cfg["train"]["epochs"] == 2 and cfg["model"]["dim"] == 128
