@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -107,8 +108,9 @@ def cmd_train(args) -> int:
     cfg = _resolve(args, args.method)
     cohort = Cohort.load(args.cohort)
     runs = train(cfg, cohort, args.out, resume=args.resume)
-    for r in runs:
-        print(f"run written to {r}")
+    if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0:
+        for r in runs:    # once, not once per DDP process
+            print(f"run written to {r}")
     return 0
 
 

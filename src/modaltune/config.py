@@ -58,7 +58,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "precision": "auto",          # auto = bf16-mixed on GPU, 32 on CPU
         "accelerator": "auto",
         "devices": "auto",
-        "strategy": "auto",           # e.g. ddp for multi-GPU
+        "strategy": "auto",           # ddp for multi-GPU (devices: N); unused-parameter detection is on
         "select_metric": "auto",      # auto | val_balanced_accuracy | val_c_index | val_loss | last
         "log_every_n_steps": 10,
         "progress_bar": True,

@@ -81,7 +81,7 @@ class SelectionCallback(Callback):
             self.write_history()
         finite = {k: float(v) for k, v in scores.items() if isinstance(v, float) and v == v}
         if finite:
-            pl_module.log_dict(finite, on_epoch=True, batch_size=1, rank_zero_only=True)
+            pl_module.log_dict(finite, on_epoch=True, batch_size=1, sync_dist=True)   # same on every rank
 
     def write_history(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -125,9 +125,14 @@ def _trainer(cfg: dict, run_dir: Path, callbacks: list) -> L.Trainer:
                                 save_on_train_epoch_end=True, enable_version_counter=False)
     last = LastCheckpoint(ckpt_dir / io.LAST)
     steps = tr.get("max_steps_per_epoch")
+    strategy = tr.get("strategy", "auto")
+    if strategy == "ddp":
+        # heads of the tasks a method is not trained on in a run (e.g. ModalTune's label heads when it
+        # learns from text, or a task prompt skipped by single_task_prompt) receive no gradient
+        strategy = "ddp_find_unused_parameters_true"
     return L.Trainer(
         max_epochs=int(tr["epochs"]), accelerator=tr.get("accelerator", "auto"), devices=tr.get("devices", "auto"),
-        strategy=tr.get("strategy", "auto"), precision=resolve_precision(cfg),
+        strategy=strategy, precision=resolve_precision(cfg),
         accumulate_grad_batches=int(tr.get("accumulate") or 1),
         limit_train_batches=int(steps) if steps else 1.0, limit_val_batches=0, num_sanity_val_steps=0,
         logger=_loggers(cfg, run_dir), callbacks=[*callbacks, last, per_epoch],

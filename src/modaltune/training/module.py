@@ -93,10 +93,10 @@ class LitMethod(L.LightningModule):
         value = float(loss.detach().float())
         self._loss_sum += value
         self._loss_n += 1
-        self.log("train_loss", value, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
+        self.log("train_loss", value, on_step=True, on_epoch=True, prog_bar=True, batch_size=1, sync_dist=True)
         for k, v in (logs or {}).items():
             if k != "loss":
-                self.log(f"train_{k}", float(v), on_step=False, on_epoch=True, batch_size=1)
+                self.log(f"train_{k}", float(v), on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
         return loss
 
     def epoch_loss(self) -> float:
