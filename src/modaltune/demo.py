@@ -86,19 +86,17 @@ def _oracle_row(oracle: dict[str, float], columns) -> str:
 
 
 def _with_oracle(markdown: str, oracle: dict[str, float], sites) -> str:
-    """Append the oracle row to the C-index table of a Table-2/3 markdown file."""
+    """Append the oracle row after the last row of the C-index table of a Table-2/3 markdown file."""
     lines = markdown.splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if "C-index" in line and line.startswith("**"))
-    except StopIteration:
+    title = next((i for i, line in enumerate(lines) if line.startswith("**") and "C-index" in line), None)
+    if title is None:
         return markdown
-    end = start + 1
-    while end < len(lines) and (lines[end].startswith("|") or not lines[end].strip()) and end < len(lines):
-        if lines[end].startswith("|"):
-            last = end
-        end += 1
-        if end < len(lines) and lines[end].startswith("**"):
+    last = title
+    for i in range(title + 1, len(lines)):
+        if lines[i].startswith("**"):
             break
+        if lines[i].startswith("|"):
+            last = i
     lines.insert(last + 1, _oracle_row(oracle, list(sites) + ["Overall"]))
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,50 @@
+"""The demo's own pieces: oracle C-index, the oracle row, settings guard, and one quick run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modaltune.demo import _check_settings, _with_oracle, oracle_c_index, run_demo
+from modaltune.errors import InputError
+from modaltune.evaluation.metrics import c_index
+
+
+def test_oracle_row_goes_under_the_c_index_table_only():
+    md = ("**T: Balanced accuracy**\n\n| F | M | A | Overall |\n|---|---|---|---|\n| x | y | 0.7 | 0.7 |\n\n"
+          "**T: C-index**\n\n| F | M | A | Overall |\n|---|---|---|---|\n| x | y | 0.6 | 0.6 |\n")
+    out = _with_oracle(md, {"A": 0.9, "Overall": 0.9}, ["A"]).splitlines()
+    row = out.index("| Oracle | true risk (ceiling) | 0.900 | 0.900 |")
+    assert out[row - 1] == "| x | y | 0.6 | 0.6 |"
+    assert sum("Oracle" in line for line in out) == 1
+    assert _with_oracle("no tables", {}, []) == "no tables"
+
+
+def test_settings_guard(tmp_path):
+    _check_settings(tmp_path, {"quick": True, "seed": 0})
+    _check_settings(tmp_path, {"quick": True, "seed": 0})          # same settings: fine
+    with pytest.raises(InputError, match="other settings"):
+        _check_settings(tmp_path, {"quick": False, "seed": 0})
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    summary = run_demo(tmp_path, quick=True, seed=0, methods=["modaltune:pan", "abmil"])
+    assert (tmp_path / "demo_results.md").exists()
+    saved = json.loads((tmp_path / "demo_results.json").read_text())
+    assert saved["sites"] == ["BRCA", "NSCLC", "RCC"] and saved["ood_sites"] == ["BLCA"]
+    md = (tmp_path / "demo_results.md").read_text()
+    assert "ModalTune pan-cancer" in md and "ABMIL" in md and md.count("| Oracle |") == 2
+    # the oracle is the planted risk scored on the same test patients as the models
+    truth = pd.read_csv(tmp_path / "raw" / "truth.csv", dtype={"case_id": str}).set_index("case_id")
+    split = pd.read_csv(tmp_path / "cohort" / "splits" / "holdout_seed0.csv", dtype=str)
+    test = truth.loc[split.loc[split["split"] == "test", "case_id"]]
+    g = test[test.site == "BRCA"]
+    assert summary["oracle_c_index"]["BRCA"] == pytest.approx(c_index(g.survival_months, g.event, g.risk))
+    assert oracle_c_index(tmp_path / "raw", tmp_path / "cohort", 0, ["BRCA"])["BRCA"] == pytest.approx(
+        summary["oracle_c_index"]["BRCA"])
+    results = pd.DataFrame(saved["results"])
+    assert np.isfinite(results["value"]).all() and set(results["table"]) == {"table2", "table3"}
