@@ -106,6 +106,17 @@ def _loggers(cfg: dict, run_dir: Path) -> list:
     if cfg["train"].get("tensorboard"):
         from lightning.pytorch.loggers import TensorBoardLogger
 
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            try:
+                import tensorboardX  # noqa: F401
+            except ImportError as exc:
+                from ..errors import ConfigError
+
+                raise ConfigError("train.tensorboard is true but TensorBoard is not installed; "
+                                  "pip install 'modaltune[tensorboard]' or set train.tensorboard=false") from exc
+
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard"))
     return loggers
 
