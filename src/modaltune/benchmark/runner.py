@@ -19,7 +19,6 @@ text-supervised method (``modaltune:pan`` is the paper's "ModalTune Pan-Cancer")
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -231,4 +230,4 @@ def run_benchmark(cohort_dir, methods, sites=None, seeds=(0, 1, 2), config=None,
     return bench
 
 
-__all__ = ["run_benchmark", "Benchmark", "parse_methods", "MethodSpec", "copy"]
+__all__ = ["run_benchmark", "Benchmark", "parse_methods", "MethodSpec"]
