@@ -162,6 +162,60 @@ def test_gradients_match_reference_with_detached_merge_weights(kernel_path):
     torch.testing.assert_close(qkv.grad.double(), qkv_ref.grad, atol=1e-5, rtol=1e-4)
 
 
+FUSED_CASES = [
+    # (B, L, H, segs, ratios)
+    (2, 53, 4, (8, 16, 32, 64, 128), (1, 2, 4, 8, 16)),   # partial last segment, H < r
+    (3, 41, 6, (16, 1000), (1, 4)),                       # H not a multiple of r, capped segment
+    (1, 64, 4, (16, 32), (1, 2)),                         # no padding at all
+    (2, 37, 8, (37,), (1,)),                              # one branch covering everything
+]
+
+
+@pytest.mark.parametrize("b,length,heads,segs,ratios", FUSED_CASES)
+def test_fused_cpu_path_equals_composite_values_and_gradients(monkeypatch, b, length, heads, segs, ratios):
+    """The one-function CPU path gives the composite path's outputs and input gradients."""
+    calls = []
+    real_apply = ln._FusedDilatedAttention.apply
+    monkeypatch.setattr(ln._FusedDilatedAttention, "apply", lambda *a: calls.append(1) or real_apply(*a))
+    qkv = _qkv(b, length, heads, 8, seed=length).double().requires_grad_(True)
+    g_out = torch.randn(b, length, heads, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    monkeypatch.setattr(ln, "USE_FUSED_LSE_KERNELS", True)
+    out = dilated_attention(qkv, segs, ratios)
+    assert calls, "the fused CPU path was not taken"
+    (out * g_out).sum().backward()
+    grad_fused, qkv.grad = qkv.grad.clone(), None
+
+    monkeypatch.setattr(ln, "USE_FUSED_LSE_KERNELS", False)
+    ref = dilated_attention(qkv, segs, ratios)
+    (ref * g_out).sum().backward()
+    assert len(calls) == 1
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grad_fused, qkv.grad, atol=1e-6, rtol=1e-6)
+    # and against the loop reference
+    loop = ref_dilated(qkv[:, :, 0].detach(), qkv[:, :, 1].detach(), qkv[:, :, 2].detach(), segs, ratios)
+    torch.testing.assert_close(out.detach(), loop, atol=1e-6, rtol=1e-6)
+
+
+def test_fused_plan_falls_back_when_segments_need_their_own_padding():
+    """Several segments whose length r does not divide cannot share one padded copy."""
+    assert ln._fused_plan(40, 4, (10,), (4,)) is None
+    padded, branches = ln._fused_plan(4001, 16, ln.GIGAPATH_SEGMENT_LENGTHS, (1, 2, 4, 8, 16))
+    assert padded == 4096 and [br[:3] for br in branches] == [(4, 1024, 1), (1, 2001, 2), (1, 1001, 4),
+                                                              (1, 501, 8), (1, 251, 16)]
+    qkv = _qkv(1, 40, 4, 8, seed=5)
+    ref = ref_dilated(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], (10, 40), (4, 1))
+    torch.testing.assert_close(dilated_attention(qkv, (10, 40), (4, 1)).double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_path_bf16_close_to_fp32():
+    qkv = _qkv(1, 70, 4, 16, seed=9)
+    out32 = dilated_attention(qkv, (16, 64), (1, 2))
+    out16 = dilated_attention(qkv.bfloat16(), (16, 64), (1, 2))
+    assert out16.dtype == torch.bfloat16
+    torch.testing.assert_close(out16.float(), out32, atol=3e-2, rtol=3e-2)
+
+
 def _ref_branch_differentiable(q, k, v, w, r):
     """Same rule as :func:`ref_branch`, built with autograd-friendly ops (mask matrix per segment)."""
     b_, length, heads, d = q.shape
