@@ -83,6 +83,20 @@ class TextEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
+    def _encode_in_batches(self, texts: Sequence[str], batch_size: int, encode_batch) -> np.ndarray:
+        """Run ``encode_batch(list_of_texts) -> tensor [b, d]`` over batches without gradients;
+        returns the L2-normalised float32 rows (an empty [0, dim] array for no texts)."""
+        import torch
+
+        texts = list(texts)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), batch_size):
+                out.append(encode_batch(texts[i:i + batch_size]).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, getattr(self, "dim", 0)), dtype=np.float32)
+        return _l2(np.concatenate(out))
+
 
 @TEXT_ENCODERS.register("sentence-transformers")
 class SentenceTransformerTextEncoder(TextEncoder):
@@ -155,10 +169,8 @@ class HFTextEncoder(TextEncoder):
                           fix="set text.path to a local directory holding config.json, the "
                               "weights and the tokenizer files")
         _offline()
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
-        self.torch = torch
         self.path = p.resolve()
         self.device = _resolve_device(device)
         self.max_length = max_length
@@ -171,19 +183,14 @@ class HFTextEncoder(TextEncoder):
         self.key = text_encoder_key(self.name, self.path)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        torch = self.torch
-        texts = list(texts)
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(texts), batch_size):
-                tok = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
-                hidden = self.model(**tok).last_hidden_state.float()
-                mask = tok["attention_mask"].unsqueeze(-1).float()
-                out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu().numpy())
-        if not out:
-            return np.zeros((0, getattr(self, "dim", 0)), dtype=np.float32)
-        return _l2(np.concatenate(out))
+        def mean_pooled(batch):
+            tok = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.device)
+            hidden = self.model(**tok).last_hidden_state.float()
+            mask = tok["attention_mask"].unsqueeze(-1).float()
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+        return self._encode_in_batches(texts, batch_size, mean_pooled)
 
 
 CONCH_FIX = ("pip install modaltune[conch] and the CONCH code (pip install "
@@ -207,9 +214,6 @@ class ConchTextEncoder(TextEncoder):
             raise InputError("text encoder 'conch' needs the optional CONCH package, which is not "
                              f"installed ({exc})", fix=CONCH_FIX) from exc
         _offline()
-        import torch
-
-        self.torch = torch
         self.path = p.resolve()
         self.device = _resolve_device(device)
         model, _ = create_model_from_pretrained(self.model_cfg, checkpoint_path=str(self.path),
@@ -221,16 +225,11 @@ class ConchTextEncoder(TextEncoder):
         self.key = text_encoder_key(self.name, self.path)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        torch = self.torch
-        texts = list(texts)
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(texts), batch_size):
-                tokens = self._tokenize(texts=texts[i:i + batch_size], tokenizer=self._tokenizer)
-                out.append(self.model.encode_text(tokens.to(self.device)).float().cpu().numpy())
-        if not out:
-            return np.zeros((0, getattr(self, "dim", 0)), dtype=np.float32)
-        return _l2(np.concatenate(out))
+        def text_tower(batch):
+            tokens = self._tokenize(texts=batch, tokenizer=self._tokenizer)
+            return self.model.encode_text(tokens.to(self.device))
+
+        return self._encode_in_batches(texts, batch_size, text_tower)
 
 
 def build_text_encoder(name: str = "minilm", path=None, device=None) -> TextEncoder:
