@@ -72,6 +72,8 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "eval": {
         "logreg_max_iter": 200,
         "logreg_solver": "liblinear",
+        "logreg_c": 1.0,              # inverse L2 strength of the subtype probe (paper: sklearn's 1.0)
+        "logreg_class_weight": None,  # None (paper) | balanced (for heavily imbalanced subtypes)
         "cph_penalizer": 0.1,
         "ood_sites": None,        # held-out sites for OOD evaluation (None = cohort's ood flag)
     },

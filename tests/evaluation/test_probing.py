@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from modaltune.errors import ConfigError
+from modaltune.evaluation.metrics import balanced_accuracy
 from modaltune.evaluation.probing import PenalizedCox, fit_subtype_probe, fit_survival_probe, probe_metrics
 
 
@@ -51,6 +53,9 @@ def test_probes_on_high_dimensional_embeddings_with_few_patients():
     tr, te = np.arange(60), np.arange(60, 90)
     m = probe_metrics(X[tr], X[te], df.iloc[tr], df.iloc[te])["BRCA"]
     assert np.isfinite(m["c_index"]) and np.isfinite(m["balanced_accuracy"])
+    # the run config's eval.logreg_* reach the subtype probe
+    with pytest.raises(ConfigError, match="logreg_c"):
+        probe_metrics(X[tr], X[te], df.iloc[tr], df.iloc[te], cfg={"eval": {"logreg_c": -1}})
     cox = fit_survival_probe(X[tr], df.survival_months.iloc[tr], df.event.iloc[tr])
     assert cox.converged_ and np.isfinite(cox.coef_).all()
 
@@ -70,6 +75,26 @@ def test_rare_labels_are_ignored():
     # three classes (liblinear is binary: one-vs-rest)
     y3 = np.digitize(X[:, 0], [-0.5, 0.5])
     assert (fit_subtype_probe(X, y3).predict(X) == y3).mean() > 0.8
+
+
+def test_subtype_probe_regularisation_and_class_weight():
+    """Smaller C shrinks the coefficients; balanced class weights raise the minority-class recall
+    on imbalanced, overlapping classes; bad values are config errors."""
+    rng = np.random.default_rng(3)
+    n = 400
+    y = (rng.random(n) < 0.15).astype(int)
+    X = rng.normal(size=(n, 5))
+    X[:, 0] += 1.0 * y
+    coef = lambda p: np.abs(p.model.named_steps["clf"].coef_).sum()  # noqa: E731
+    assert coef(fit_subtype_probe(X, y, C=0.01)) < 0.5 * coef(fit_subtype_probe(X, y, C=1.0))
+    plain = fit_subtype_probe(X, y).predict(X)
+    balanced = fit_subtype_probe(X, y, class_weight="balanced").predict(X)
+    assert (balanced[y == 1] == 1).mean() > (plain[y == 1] == 1).mean() + 0.2
+    assert balanced_accuracy(y, balanced) > balanced_accuracy(y, plain)
+    with pytest.raises(ConfigError, match="logreg_c"):
+        fit_subtype_probe(X, y, C=0.0)
+    with pytest.raises(ConfigError, match="class_weight"):
+        fit_subtype_probe(X, y, class_weight="inverse")
 
 
 def test_per_site_probes_are_fitted_on_their_site():

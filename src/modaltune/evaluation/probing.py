@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError
 from .metrics import balanced_accuracy, c_index, ipcw_c_index_detail
 
 __all__ = ["SubtypeProbe", "PenalizedCox", "fit_subtype_probe", "fit_survival_probe", "probe_metrics",
@@ -60,8 +61,19 @@ class SubtypeProbe:
 
 
 def fit_subtype_probe(X_train, y_train, *, max_iter: int = 200, solver: str = "liblinear",
-                      seed: int = 0) -> SubtypeProbe:
-    """Standardise + logistic regression on the training patients with a label >= 0."""
+                      seed: int = 0, C: float = 1.0, class_weight: str | None = None) -> SubtypeProbe:
+    """Standardise + logistic regression on the training patients with a label >= 0.
+
+    ``C`` (inverse L2 strength) and ``class_weight`` default to the paper's scikit-learn defaults;
+    with ~100 training patients and a 128-256-d embedding the default probe fits the training set
+    perfectly, and a smaller ``C`` or ``class_weight="balanced"`` can help. They are set per run
+    (``modaltune train ... --set eval.logreg_c=0.1``) and apply to the validation probes that choose
+    the epoch as well as to the final ones; compare settings on validation metrics, never on test.
+    """
+    if not np.isfinite(C) or C <= 0:
+        raise ConfigError(f"eval.logreg_c must be a positive number, got {C!r}")
+    if class_weight not in (None, "balanced"):
+        raise ConfigError(f"eval.logreg_class_weight must be null or 'balanced', got {class_weight!r}")
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
@@ -77,7 +89,8 @@ def fit_subtype_probe(X_train, y_train, *, max_iter: int = 200, solver: str = "l
         return SubtypeProbe(constant=None, classes=classes)
     if classes.size == 1:
         return SubtypeProbe(constant=int(classes[0]), classes=classes)
-    clf = LogisticRegression(solver=solver, max_iter=int(max_iter), random_state=seed)
+    clf = LogisticRegression(solver=solver, max_iter=int(max_iter), random_state=seed, C=float(C),
+                             class_weight=class_weight)
     if classes.size > 2 and solver == "liblinear":
         clf = OneVsRestClassifier(clf)
     pipe = Pipeline([("scale", StandardScaler()), ("clf", clf)])
@@ -229,6 +242,7 @@ def _case_ids(df: pd.DataFrame) -> np.ndarray:
 def _eval_cfg(cfg: Mapping | None) -> dict:
     ev = dict((cfg or {}).get("eval", {}) or {})
     return {"max_iter": int(ev.get("logreg_max_iter", 200)), "solver": str(ev.get("logreg_solver", "liblinear")),
+            "C": float(ev.get("logreg_c", 1.0)), "class_weight": ev.get("logreg_class_weight"),
             "penalizer": float(ev.get("cph_penalizer", 0.1)), "seed": int((cfg or {}).get("seed", 0) or 0)}
 
 
@@ -242,7 +256,8 @@ def _probe_site(Xtr, dtr, Xev, dev, opts) -> tuple[dict, np.ndarray, np.ndarray]
     t_ev, e_ev, h_ev = survival_arrays(dev)
     bacc = float("nan")
     if len(np.unique(y_tr[y_tr >= 0])) >= 2:
-        probe = fit_subtype_probe(Xtr, y_tr, max_iter=opts["max_iter"], solver=opts["solver"], seed=opts["seed"])
+        probe = fit_subtype_probe(Xtr, y_tr, max_iter=opts["max_iter"], solver=opts["solver"], seed=opts["seed"],
+                                  C=opts["C"], class_weight=opts["class_weight"])
         pred = probe.predict(Xev) if n_ev else pred
         bacc = balanced_accuracy(y_ev, pred)
     else:
