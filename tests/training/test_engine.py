@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from modaltune.config import resolve_config
+from modaltune.errors import ConfigError
 from modaltune.data.cohort import Cohort, prepare_cohort
 from modaltune.data.splits import make_holdout_split
 from modaltune.data.synthetic import make_synthetic
@@ -247,6 +248,14 @@ class _CountEpochs(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epochs.append(trainer.current_epoch)
+
+
+def test_bad_probe_setting_fails_before_training(cohort, split, tmp_path):
+    counter = _CountEpochs()
+    with pytest.raises(ConfigError, match="logreg_class_weight"):
+        _train(_cfg(**{"eval.logreg_class_weight": "inverse"}), cohort, split, tmp_path / "bad",
+               callbacks=[counter])
+    assert counter.epochs == [] and not (tmp_path / "bad" / "history.csv").exists()
 
 
 def test_resume_does_not_redo_epochs(label_run, cohort, split, tmp_path):

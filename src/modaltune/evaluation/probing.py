@@ -29,7 +29,7 @@ import pandas as pd
 from ..errors import ConfigError
 from .metrics import balanced_accuracy, c_index, ipcw_c_index_detail
 
-__all__ = ["SubtypeProbe", "PenalizedCox", "fit_subtype_probe", "fit_survival_probe", "probe_metrics",
+__all__ = ["SubtypeProbe", "PenalizedCox", "fit_subtype_probe", "fit_survival_probe", "probe_metrics", "probe_options",
            "subtype_labels", "survival_arrays", "METRIC_KEYS"]
 
 METRIC_KEYS = ("balanced_accuracy", "c_index", "ipcw_c_index", "n", "n_events")
@@ -60,6 +60,13 @@ class SubtypeProbe:
         return np.asarray(self.model.predict_proba(X))
 
 
+def _check_logreg(C, class_weight) -> None:
+    if isinstance(C, bool) or not isinstance(C, (int, float)) or not np.isfinite(C) or C <= 0:
+        raise ConfigError(f"eval.logreg_c must be a positive number, got {C!r}")
+    if class_weight not in (None, "balanced"):
+        raise ConfigError(f"eval.logreg_class_weight must be null or 'balanced', got {class_weight!r}")
+
+
 def fit_subtype_probe(X_train, y_train, *, max_iter: int = 200, solver: str = "liblinear",
                       seed: int = 0, C: float = 1.0, class_weight: str | None = None) -> SubtypeProbe:
     """Standardise + logistic regression on the training patients with a label >= 0.
@@ -70,10 +77,7 @@ def fit_subtype_probe(X_train, y_train, *, max_iter: int = 200, solver: str = "l
     (``modaltune train ... --set eval.logreg_c=0.1``) and apply to the validation probes that choose
     the epoch as well as to the final ones; compare settings on validation metrics, never on test.
     """
-    if not np.isfinite(C) or C <= 0:
-        raise ConfigError(f"eval.logreg_c must be a positive number, got {C!r}")
-    if class_weight not in (None, "balanced"):
-        raise ConfigError(f"eval.logreg_class_weight must be null or 'balanced', got {class_weight!r}")
+    _check_logreg(C, class_weight)
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
@@ -239,11 +243,15 @@ def _case_ids(df: pd.DataFrame) -> np.ndarray:
 # per-site probing
 
 
-def _eval_cfg(cfg: Mapping | None) -> dict:
+def probe_options(cfg: Mapping | None) -> dict:
+    """The probe settings of a run config's ``eval`` section, checked (a bad value is a ConfigError,
+    raised by the training engine before the first epoch rather than at the first probe)."""
     ev = dict((cfg or {}).get("eval", {}) or {})
-    return {"max_iter": int(ev.get("logreg_max_iter", 200)), "solver": str(ev.get("logreg_solver", "liblinear")),
-            "C": float(ev.get("logreg_c", 1.0)), "class_weight": ev.get("logreg_class_weight"),
+    opts = {"max_iter": int(ev.get("logreg_max_iter", 200)), "solver": str(ev.get("logreg_solver", "liblinear")),
+            "C": ev.get("logreg_c", 1.0), "class_weight": ev.get("logreg_class_weight"),
             "penalizer": float(ev.get("cph_penalizer", 0.1)), "seed": int((cfg or {}).get("seed", 0) or 0)}
+    _check_logreg(opts["C"], opts["class_weight"])
+    return opts
 
 
 def _probe_site(Xtr, dtr, Xev, dev, opts) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -302,7 +310,7 @@ def probe_metrics(emb_train, emb_test, df_train, df_test, per_site: bool = True,
         emb_test, df_train = df_train, emb_test            # (emb_train, df_train, emb_test, df_test) order
     Xtr = np.asarray(emb_train, dtype=np.float64).reshape(len(df_train), -1)
     Xev = np.asarray(emb_test, dtype=np.float64).reshape(len(df_test), -1)
-    opts = _eval_cfg(cfg)
+    opts = probe_options(cfg)
     site_tr = df_train["site"].astype(str).to_numpy() if per_site else np.full(len(df_train), "all")
     site_ev = df_test["site"].astype(str).to_numpy() if per_site else np.full(len(df_test), "all")
     metrics: dict[str, dict] = {}

@@ -35,6 +35,7 @@ from ..config import dump_config, load_yaml
 from ..data.cohort import Cohort
 from ..data.dataset import FittedState, PatientDataset, collate_single
 from ..errors import InputError, warn_input
+from ..evaluation.probing import probe_options
 from ..methods.base import Method
 from ..utils import read_json, seed_everything, write_json
 from . import io
@@ -180,6 +181,7 @@ def train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["seed"])
+    probe_options(cfg)                      # a bad eval.* setting fails now, not after the first epoch
     split = _check_split(split, cohort)
     last_ckpt = run_dir / io.CHECKPOINTS / io.LAST
     resuming = bool(resume and last_ckpt.exists())
