@@ -27,7 +27,7 @@ from modaltune.data.synthetic import make_synthetic
 from modaltune.methods.base import Method
 from modaltune.registry import METHODS, TEXT_ENCODERS
 from modaltune.training.engine import EpochSampler, evaluate_ood, evaluate_run, embed_run, lr_lambda, train_method
-from modaltune.training.losses import nll_survival_loss, survival_risk
+from modaltune.methods.losses import nll_survival_loss, survival_risk
 
 LABEL_NAME = "_test_engine_toy_labels"
 TEXT_NAME = "_test_engine_toy_text"

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
-from ...training.losses import nll_survival_loss, survival_risk
+from ..losses import nll_survival_loss, survival_risk
 from ..base import CohortInfo, Method
 
 TASKS = ("subtype", "survival")

@@ -43,7 +43,7 @@ from torch import nn
 from ...encoders.omics import TranscriptomicsEncoder, chunk_pathways
 from ...errors import ConfigError, InputError, warn_input
 from ...registry import METHODS
-from ...training.losses import cross_entropy, kl_text_loss, nll_survival_loss, survival_risk
+from ..losses import cross_entropy, kl_text_loss, nll_survival_loss, survival_risk
 from ..base import CohortInfo, Method
 from .adapter import ModalAdapter
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modaltune.training.losses import (cox_ph_loss, cross_entropy, kl_text_loss, nll_survival_loss,
+from modaltune.methods.losses import (cox_ph_loss, cross_entropy, kl_text_loss, nll_survival_loss,
                                        supcon_loss, survival_risk)
 
 
