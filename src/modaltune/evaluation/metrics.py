@@ -6,6 +6,9 @@ Conventions:
 * Labels below 0 (``-1`` = rare or unknown subtype) are ignored by the classification metrics.
 * A metric that cannot be computed (no valid labels, no comparable pair) is ``NaN``, never an error;
   :func:`ipcw_c_index_detail` also says why.
+
+Macro F1 / sensitivity / specificity and the paper-style macro AUC (no renormalisation of the
+probability columns, unlike :func:`auc`) live in :mod:`modaltune.evaluation.classification`.
 """
 
 from __future__ import annotations
