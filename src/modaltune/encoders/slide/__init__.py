@@ -1,21 +1,25 @@
 """Slide encoders (whole-slide aggregators over tile features).
 
-- :mod:`.longnet`: Prov-GigaPath's LongNet slide encoder (dilated attention), registered in
-  :data:`modaltune.registry.SLIDE_ENCODERS` as ``"longnet"``.
+Prov-GigaPath's LongNet slide encoder (dilated attention), split by concern:
+
+- :mod:`.config`: :class:`LongNetConfig` and the segment-length presets;
+- :mod:`.kernels`: attention returning its log-sum-exp, and the fast-kernel switches;
+- :mod:`.dilated_attention`: the dilated branches, their merge and the dispatcher;
+- :mod:`.fused_cpu`: the fused CPU autograd function used by the dispatcher;
+- :mod:`.longnet`: the layers, the sin-cos position embedding and :class:`LongNetSlideEncoder`;
+- :mod:`.gigapath_checkpoint`: loading Prov-GigaPath's ``slide_encoder.pth``;
+- :mod:`.factory`: the builder registered in :data:`modaltune.registry.SLIDE_ENCODERS` as
+  ``"longnet"``.
+
+The names below are the package's public API; import them from ``modaltune.encoders.slide``.
 """
 
 from __future__ import annotations
 
-from .longnet import (
-    GIGAPATH_SEGMENT_LENGTHS,
-    TABLE6_SEGMENT_LENGTHS,
-    LongNetConfig,
-    LongNetLayer,
-    LongNetSlideEncoder,
-    build_longnet,
-    dilated_attention,
-    load_gigapath_checkpoint,
-)
+from .config import GIGAPATH_SEGMENT_LENGTHS, TABLE6_SEGMENT_LENGTHS, LongNetConfig
+from .factory import build_longnet
+from .gigapath_checkpoint import load_gigapath_checkpoint
+from .longnet import LongNetLayer, LongNetSlideEncoder
 
 __all__ = ["LongNetConfig", "LongNetSlideEncoder", "LongNetLayer", "load_gigapath_checkpoint",
-           "build_longnet", "dilated_attention", "GIGAPATH_SEGMENT_LENGTHS", "TABLE6_SEGMENT_LENGTHS"]
+           "build_longnet", "GIGAPATH_SEGMENT_LENGTHS", "TABLE6_SEGMENT_LENGTHS"]
