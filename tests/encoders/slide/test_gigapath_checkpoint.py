@@ -1,4 +1,4 @@
-"""Tests of loading Prov-GigaPath's slide-encoder checkpoint, and the size presets."""
+"""Tests of loading Prov-GigaPath's slide-encoder checkpoint."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from modaltune.encoders.slide.config import LongNetConfig
 from modaltune.encoders.slide.gigapath_checkpoint import load_gigapath_checkpoint
 from modaltune.encoders.slide.longnet import LongNetSlideEncoder
 from modaltune.errors import InputError
-from modaltune.registry import SLIDE_ENCODERS
 
 torch.set_num_threads(1)
 
@@ -89,15 +88,3 @@ def test_missing_checkpoint_and_partial_checkpoint(tmp_path):
     assert missing == ["norm.weight"] and unexpected == ["decoder.extra"]
     with pytest.raises(InputError, match="do not match"):
         load_gigapath_checkpoint(LongNetSlideEncoder(_tiny()), tmp_path / "partial.pth", strict=True)
-
-
-def test_registry_factory_and_presets():
-    cfg = LongNetConfig.gigapath()
-    assert cfg.segment_lengths == (1024, 5792, 32768, 185363, 1048576)
-    assert (cfg.in_dim, cfg.dim, cfg.depth, cfg.heads, cfg.ffn_dim) == (1536, 768, 12, 16, 3072)
-    model = SLIDE_ENCODERS.get("longnet")({"preset": "small", "in_dim": 16, "dim": 32, "depth": 1,
-                                           "heads": 4, "ffn_dim": 64})
-    assert isinstance(model, LongNetSlideEncoder) and len(model.layers) == 1
-    from modaltune.errors import ConfigError
-    with pytest.raises(ConfigError):
-        LongNetConfig.small(16, dim=30, heads=4)

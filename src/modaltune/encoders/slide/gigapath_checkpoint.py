@@ -4,7 +4,7 @@ Our modules keep GigaPath's / torchscale's parameter names, so the released stat
 without renaming. What this module adds is the checks a user needs when it does not: the file
 is read with ``weights_only=True`` (no arbitrary unpickling), a tensor whose shape differs from
 the model's raises an error that names the key, both shapes, a guess of the checkpoint's size
-(:func:`_describe_checkpoint`) and the preset to choose, and missing or unexpected keys are
+(:func:`describe_checkpoint`) and the preset to choose, and missing or unexpected keys are
 logged and warned about instead of being dropped silently. Nothing is ever downloaded.
 """
 
@@ -21,13 +21,24 @@ from ...errors import InputError, warn_input
 if TYPE_CHECKING:  # only for annotations: .longnet re-exports this module's loader
     from .longnet import LongNetSlideEncoder
 
-__all__ = ["load_gigapath_checkpoint"]
+__all__ = ["load_gigapath_checkpoint", "read_gigapath_state_dict", "describe_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 
-def _describe_checkpoint(sd: dict[str, torch.Tensor]) -> str:
-    """Guess the size of a GigaPath-style state dict, for error messages."""
+_FIX_DOWNLOAD = ("download slide_encoder.pth from the Hugging Face repository prov-gigapath/prov-gigapath "
+                 "(after accepting its terms) and point the config's checkpoint at the local file")
+
+
+def describe_checkpoint(sd: dict[str, torch.Tensor]) -> str:
+    """Guess the size of a GigaPath-style state dict, for error messages.
+
+    Args:
+        sd: a state dict as returned by :func:`read_gigapath_state_dict`.
+
+    Returns:
+        e.g. ``"in_dim=1536, dim=768, depth=12, ffn_dim=3072"``, or ``"unknown size"``.
+    """
     parts = []
     w = sd.get("patch_embed.proj.weight")
     if isinstance(w, torch.Tensor) and w.dim() == 2:
@@ -41,12 +52,59 @@ def _describe_checkpoint(sd: dict[str, torch.Tensor]) -> str:
     return ", ".join(parts) if parts else "unknown size"
 
 
-def load_gigapath_checkpoint(model: LongNetSlideEncoder, path: str | Path, strict: bool = False
-                             ) -> tuple[list[str], list[str]]:
-    """Load Prov-GigaPath's ``slide_encoder.pth`` (local file only; nothing is downloaded).
+def read_gigapath_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read the state dict of a slide-encoder checkpoint (local file only; nothing is downloaded).
 
     Accepts a state dict stored under ``"model"`` (GigaPath's format), under ``"state_dict"``, or
-    bare; a leading ``module.`` prefix is stripped. Uses ``torch.load(weights_only=True)``.
+    bare; a leading ``module.`` prefix is stripped and GigaPath's fixed ``pos_embed`` table is
+    dropped (we compute it on the fly). Uses ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The state dict (parameter name -> tensor, on CPU).
+
+    Raises:
+        InputError: the file is missing, unreadable, or holds no state dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("GigaPath slide-encoder checkpoint not found", file=path, fix=_FIX_DOWNLOAD)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise InputError(f"could not read the slide-encoder checkpoint ({type(exc).__name__}: {exc})",
+                         file=path, fix=_FIX_DOWNLOAD) from exc
+    sd = obj
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                sd = obj[key]
+                break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError("the checkpoint holds no state dict of tensors (expected GigaPath's "
+                         "slide_encoder.pth: {'model': state_dict})", file=path, fix=_FIX_DOWNLOAD)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    sd = dict(sd)
+    sd.pop("pos_embed", None)   # fixed sin-cos table (non-persistent in GigaPath); computed on the fly
+    return sd
+
+
+def load_gigapath_checkpoint(model: LongNetSlideEncoder, path: str | Path, strict: bool = False, *,
+                             state_dict: dict[str, torch.Tensor] | None = None
+                             ) -> tuple[list[str], list[str]]:
+    """Load Prov-GigaPath's ``slide_encoder.pth`` into ``model`` (local file only).
+
+    The file is read by :func:`read_gigapath_state_dict` (formats accepted: see there).
+
+    Args:
+        model: the encoder to fill (its parameters are replaced in place).
+        path: the checkpoint file.
+        strict: raise when keys are missing or unexpected (otherwise they are warned about).
+        state_dict: the contents of ``path`` when already read with
+            :func:`read_gigapath_state_dict` (then ``path`` only names the file in messages).
 
     Returns:
         ``(missing_keys, unexpected_keys)``; both are logged and, when non-empty, warned about.
@@ -57,28 +115,7 @@ def load_gigapath_checkpoint(model: LongNetSlideEncoder, path: str | Path, stric
             keys are missing/unexpected.
     """
     path = Path(path)
-    fix_download = ("download slide_encoder.pth from the Hugging Face repository prov-gigapath/prov-gigapath "
-                    "(after accepting its terms) and point the config's checkpoint at the local file")
-    if not path.is_file():
-        raise InputError("GigaPath slide-encoder checkpoint not found", file=path, fix=fix_download)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise InputError(f"could not read the slide-encoder checkpoint ({type(exc).__name__}: {exc})",
-                         file=path, fix=fix_download) from exc
-    sd = obj
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict"):
-            if isinstance(obj.get(key), dict):
-                sd = obj[key]
-                break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise InputError("the checkpoint holds no state dict of tensors (expected GigaPath's "
-                         "slide_encoder.pth: {'model': state_dict})", file=path, fix=fix_download)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    sd = dict(sd)
-    sd.pop("pos_embed", None)   # fixed sin-cos table (non-persistent in GigaPath); computed on the fly
+    sd = read_gigapath_state_dict(path) if state_dict is None else state_dict
 
     own = model.state_dict()
     cfg = getattr(model, "cfg", None)
@@ -88,7 +125,7 @@ def load_gigapath_checkpoint(model: LongNetSlideEncoder, path: str | Path, stric
                     if cfg is not None else "this model")
             raise InputError(
                 f"checkpoint tensor '{k}' has shape {tuple(v.shape)} but the model's is {tuple(own[k].shape)} "
-                f"(checkpoint: {_describe_checkpoint(sd)}; model: {ours})",
+                f"(checkpoint: {describe_checkpoint(sd)}; model: {ours})",
                 file=path,
                 fix="choose the size preset that matches the checkpoint (LongNetConfig.gigapath(), i.e. "
                     "model.encoder_size: gigapath, for Prov-GigaPath's slide_encoder.pth) and tile features "
