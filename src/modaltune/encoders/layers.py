@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["DropPath"]
+__all__ = ["DropPath", "neg_big"]
 
 
 class DropPath(nn.Module):
@@ -37,3 +37,18 @@ class DropPath(nn.Module):
     def extra_repr(self) -> str:
         """The drop probability, for ``print(module)``."""
         return f"p={self.p}"
+
+
+def neg_big(x: torch.Tensor) -> float:
+    """The most negative finite value of ``x``'s dtype, to mask scores before a softmax.
+
+    Finite (unlike ``-inf``) so that a row whose entries are all masked gives a uniform softmax
+    instead of NaNs.
+
+    Args:
+        x: the tensor whose dtype decides the value.
+
+    Returns:
+        ``-torch.finfo(x.dtype).max``.
+    """
+    return -torch.finfo(x.dtype).max

@@ -1,25 +1,16 @@
-"""Multiple-instance learning (MIL) slide aggregators: ABMIL and TransMIL.
+"""TransMIL (Shao et al., NeurIPS 2021) and the Nystrom attention it is built on.
 
-Both follow one small contract (as in MIL-Lab):
+TransMIL models correlations between the patches of a slide, which attention pooling (ABMIL)
+cannot: two Nystrom-attention layers with a pyramid position encoding (PPEG) between them and a
+class token whose final state is the slide embedding. Nystrom attention (Xiong et al.,
+Nystromformer, AAAI 2021) makes that affordable for bags of thousands of patches: softmax
+attention is approximated through segment-mean landmarks and an iterative Moore-Penrose
+pseudo-inverse, with a depthwise-convolution residual on the values.
 
-* ``forward_features(bag [B,N,D], mask=None) -> [B,H]`` slide embedding;
-* ``forward_attention(bag [B,N,D], mask=None) -> [B,N]`` attention weights over patches
-  (they sum to 1 over the valid patches of each bag);
-* ``forward_head(h [B,H]) -> [B,n_out]`` an optional linear head (identity when ``n_out == 0``;
-  the baselines put the shared task head of :mod:`modaltune.methods.baselines.heads` on top
-  instead);
-* ``forward(bag) = forward_head(forward_features(bag))``.
+Everything is plain torch (no ``nystrom-attention`` package), so it runs on CPU in fp32 and
+under bf16 autocast; the attention core is kept in fp32 because the pseudo-inverse needs it.
 
-``mask`` is an optional bool tensor [B,N] (True = real patch) for padded batches.
-
-References:
-    ABMIL: Ilse, Tomczak, Welling. Attention-based deep multiple instance learning. ICML 2018
-    (gated attention, Eq. 9), with the patch-embedding layer used by CLAM (Lu et al. 2021).
-    TransMIL: Shao et al. TransMIL: transformer based correlated multiple instance learning for
-    whole slide image classification. NeurIPS 2021 (two Nystrom-attention layers, PPEG between
-    them, class token).
-    Nystrom attention: Xiong et al. Nystromformer. AAAI 2021 (segment-mean landmarks,
-    iterative Moore-Penrose pseudo-inverse, depthwise convolution residual on the values).
+Contract shared with the other MIL aggregators: see :mod:`modaltune.encoders.mil`.
 """
 
 from __future__ import annotations
@@ -30,90 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "GatedAttention",
-    "ABMIL",
-    "NystromAttention",
-    "PPEG",
-    "TransMIL",
-    "moore_penrose_pinv",
-]
+from ..layers import neg_big
 
-
-def _neg_big(x: Tensor) -> float:
-    return -torch.finfo(x.dtype).max
-
-
-class GatedAttention(nn.Module):
-    """Gated attention scores (Ilse et al. 2018, Eq. 9): ``w^T (tanh(V h) * sigm(U h))``.
-
-    Args:
-        dim: instance embedding width.
-        hidden: width of the attention MLP.
-        dropout: dropout inside the attention branches.
-    """
-
-    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.0):
-        super().__init__()
-        self.V = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Dropout(dropout))
-        self.U = nn.Sequential(nn.Linear(dim, hidden), nn.Sigmoid(), nn.Dropout(dropout))
-        self.w = nn.Linear(hidden, 1)
-
-    def scores(self, h: Tensor) -> Tensor:
-        """Unnormalised scores [B,N] for instance embeddings ``h`` [B,N,dim]."""
-        return self.w(self.V(h) * self.U(h)).squeeze(-1)
-
-    def weights(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Softmax attention weights [B,N] (masked patches get weight 0)."""
-        s = self.scores(h).float()
-        if mask is not None:
-            s = s.masked_fill(~mask, _neg_big(s))
-        return torch.softmax(s, dim=-1)
-
-    def forward(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Attention-pooled embedding [B,dim]."""
-        a = self.weights(h, mask).to(h.dtype)
-        if mask is not None:
-            a = a * mask.to(a.dtype)
-        return torch.einsum("bn,bnd->bd", a, h)
-
-
-class ABMIL(nn.Module):
-    """Gated-attention MIL (Ilse et al. 2018).
-
-    Patch features go through ``Linear(D, dim) + ReLU + Dropout`` (the CLAM patch embedding,
-    512 wide by default), are scored by gated attention, softmax-normalised over the bag and
-    averaged. The paper leaves the widths open; we use CLAM's "small" sizes (512 / 256) and a
-    single attention branch. An empty bag pools to zeros.
-
-    Args:
-        in_dim: patch feature width ``D``.
-        dim: embedding width ``H`` (output of ``forward_features``).
-        attn_dim: hidden width of the gated attention.
-        dropout: dropout after the patch embedding and inside the attention.
-        n_out: width of the optional linear head (0 = identity).
-    """
-
-    def __init__(self, in_dim: int, dim: int = 512, attn_dim: int = 256, dropout: float = 0.25, n_out: int = 0):
-        super().__init__()
-        self.out_dim = dim
-        self.embed = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(dropout))
-        self.attention = GatedAttention(dim, attn_dim, dropout)
-        self.head = nn.Linear(dim, n_out) if n_out > 0 else nn.Identity()
-
-    def forward_attention(self, bag: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Attention weights [B,N] over the patches of each bag (sum to 1)."""
-        return self.attention.weights(self.embed(bag), mask)
-
-    def forward_features(self, bag: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Slide embedding [B,dim]."""
-        return self.attention(self.embed(bag), mask)
-
-    def forward_head(self, h: Tensor) -> Tensor:
-        return self.head(h)
-
-    def forward(self, bag: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.forward_head(self.forward_features(bag, mask))
+__all__ = ["moore_penrose_pinv", "NystromAttention", "PPEG", "TransMIL"]
 
 
 def moore_penrose_pinv(x: Tensor, iters: int = 6) -> Tensor:
@@ -208,7 +118,7 @@ class NystromAttention(nn.Module):
         q_land = q.reshape(b, h, m, seg, d).sum(-2) / count
         k_land = k.reshape(b, h, m, seg, d).sum(-2) / count
         land_ok = mask.reshape(b, m, seg).any(-1)  # [b,m]
-        big = _neg_big(q)
+        big = neg_big(q)
         sim1 = (q @ k_land.transpose(-1, -2)).masked_fill(~land_ok[:, None, None, :], big)
         sim2 = (q_land @ k_land.transpose(-1, -2)).masked_fill(
             ~(land_ok[:, None, :, None] & land_ok[:, None, None, :]), big
@@ -250,6 +160,7 @@ class PPEG(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim) for k in (7, 5, 3))
 
     def forward(self, x: Tensor, side: int) -> Tensor:
+        """Class token + ``side * side`` patch tokens [B,1+side^2,dim] -> the same shape."""
         cls, feat = x[:, :1], x[:, 1:]
         b, n, c = feat.shape
         grid = feat.transpose(1, 2).reshape(b, c, side, side)
@@ -348,7 +259,9 @@ class TransMIL(nn.Module):
         return a / a.sum(-1, keepdim=True).clamp(min=1e-12)
 
     def forward_head(self, h: Tensor) -> Tensor:
+        """The optional linear head on slide embeddings ``h`` [B,dim]."""
         return self.head(h)
 
     def forward(self, bag: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``forward_head(forward_features(bag, mask))``."""
         return self.forward_head(self.forward_features(bag, mask))
