@@ -1,4 +1,4 @@
-"""Frozen text encoders for the text targets, and an on-disk embedding cache.
+"""Frozen text encoders: turn texts (prompts, reports) into fixed embeddings, from local files only.
 
 Registered in :data:`modaltune.registry.TEXT_ENCODERS`:
 
@@ -17,25 +17,23 @@ Nothing is ever downloaded: every encoder loads from local files with ``HF_HUB_O
 
 All encoders return **L2-normalised** float32 embeddings ``[n, dim]`` (CONCH's own
 ``encode_text`` normalises too). ModalTune L2-normalises again after its projector, so the
-choice only matters to other consumers.
+choice only matters to other consumers. Embeddings are cached on disk by :mod:`.cache`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError, warn_input
-from ..registry import TEXT_ENCODERS
+from ...errors import InputError
+from ...registry import TEXT_ENCODERS
+from .cache import text_encoder_key
 
 __all__ = ["TextEncoder", "MiniLMTextEncoder", "SentenceTransformerTextEncoder", "HFTextEncoder",
-           "ConchTextEncoder", "build_text_encoder", "text_encoder_key", "cached_text_embeddings",
-           "default_minilm_path"]
+           "ConchTextEncoder", "build_text_encoder", "default_minilm_path"]
 
 
 def _offline() -> None:
@@ -81,7 +79,16 @@ class TextEncoder:
     key: str = "text"
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:  # pragma: no cover
+        """Embeddings ``[n, dim]`` float32 of ``texts``, encoded ``batch_size`` at a time."""
         raise NotImplementedError
+
+    def _open_local(self, path, device, *, what: str, fix: str, is_file: bool) -> None:
+        """Check the local model ``path`` (a file or a directory), switch the process to offline
+        mode and set ``self.path`` (resolved) and ``self.device``."""
+        p = _require_path(path, name=self.name, what=what, is_file=is_file, fix=fix)
+        _offline()
+        self.path = p.resolve()
+        self.device = _resolve_device(device)
 
     def _encode_in_batches(self, texts: Sequence[str], batch_size: int, encode_batch) -> np.ndarray:
         """Run ``encode_batch(list_of_texts) -> tensor [b, d]`` over batches without gradients;
@@ -105,15 +112,11 @@ class SentenceTransformerTextEncoder(TextEncoder):
     name = "sentence-transformers"
 
     def __init__(self, path=None, device=None):
-        p = _require_path(path, name=self.name, what="sentence-transformers model directory",
-                          is_file=False,
-                          fix="set text.path to a local sentence-transformers directory (with "
-                              "modules.json), or use text.encoder=minilm")
-        _offline()
+        self._open_local(path, device, what="sentence-transformers model directory", is_file=False,
+                         fix="set text.path to a local sentence-transformers directory (with "
+                             "modules.json), or use text.encoder=minilm")
         from sentence_transformers import SentenceTransformer
 
-        self.path = p.resolve()
-        self.device = _resolve_device(device)
         try:
             self.model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
         except TypeError:  # older sentence-transformers without local_files_only
@@ -128,6 +131,7 @@ class SentenceTransformerTextEncoder(TextEncoder):
         self.key = text_encoder_key(self.name, self.path)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """L2-normalised sentence embeddings ``[n, dim]`` from the model's own pipeline."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, getattr(self, "dim", 0)), dtype=np.float32)
@@ -165,14 +169,11 @@ class HFTextEncoder(TextEncoder):
     name = "hf"
 
     def __init__(self, path=None, device=None, max_length: int = 512):
-        p = _require_path(path, name=self.name, what="Hugging Face model directory", is_file=False,
-                          fix="set text.path to a local directory holding config.json, the "
-                              "weights and the tokenizer files")
-        _offline()
+        self._open_local(path, device, what="Hugging Face model directory", is_file=False,
+                         fix="set text.path to a local directory holding config.json, the "
+                             "weights and the tokenizer files")
         from transformers import AutoModel, AutoTokenizer
 
-        self.path = p.resolve()
-        self.device = _resolve_device(device)
         self.max_length = max_length
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
         if self.tokenizer.pad_token is None:
@@ -183,6 +184,7 @@ class HFTextEncoder(TextEncoder):
         self.key = text_encoder_key(self.name, self.path)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """L2-normalised, attention-masked means of the last hidden state ``[n, dim]``."""
         def mean_pooled(batch):
             tok = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
                                  return_tensors="pt").to(self.device)
@@ -207,15 +209,12 @@ class ConchTextEncoder(TextEncoder):
     model_cfg = "conch_ViT-B-16"
 
     def __init__(self, path=None, device=None):
-        p = _require_path(path, name=self.name, what="CONCH checkpoint file", is_file=True, fix=CONCH_FIX)
+        self._open_local(path, device, what="CONCH checkpoint file", is_file=True, fix=CONCH_FIX)
         try:
             from conch.open_clip_custom import create_model_from_pretrained, get_tokenizer, tokenize
         except ImportError as exc:
             raise InputError("text encoder 'conch' needs the optional CONCH package, which is not "
                              f"installed ({exc})", fix=CONCH_FIX) from exc
-        _offline()
-        self.path = p.resolve()
-        self.device = _resolve_device(device)
         model, _ = create_model_from_pretrained(self.model_cfg, checkpoint_path=str(self.path),
                                                 device=self.device)
         self.model = model.eval()
@@ -225,6 +224,7 @@ class ConchTextEncoder(TextEncoder):
         self.key = text_encoder_key(self.name, self.path)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """L2-normalised CONCH text embeddings ``[n, dim]``."""
         def text_tower(batch):
             tokens = self._tokenize(texts=batch, tokenizer=self._tokenizer)
             return self.model.encode_text(tokens.to(self.device))
@@ -236,86 +236,3 @@ def build_text_encoder(name: str = "minilm", path=None, device=None) -> TextEnco
     """Build a registered text encoder by name (see the module docstring)."""
     cls = TEXT_ENCODERS.get(name)
     return cls(path=path, device=device)
-
-
-def text_encoder_key(name: str, path=None) -> str:
-    """File-name-safe cache key: ``name`` alone for the packaged default, else name + path hash."""
-    if path is None:
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    p = Path(path).expanduser()
-    try:
-        p = p.resolve()
-    except OSError:
-        pass
-    digest = hashlib.sha1(str(p).encode()).hexdigest()[:10]
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.name or "model")[:40]
-    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{stem}-{digest}"
-
-
-def _load_cache(file: Path) -> tuple[list[str], np.ndarray] | None:
-    if not file.exists():
-        return None
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            texts = [str(t) for t in data["texts"]]
-            emb = np.asarray(data["embeddings"], dtype=np.float32)
-        if emb.ndim != 2 or emb.shape[0] != len(texts):
-            raise ValueError("shape mismatch")
-        return texts, emb
-    except Exception as exc:  # corrupted cache: rebuild rather than fail
-        warn_input(f"text embedding cache is unreadable ({exc}); it will be rebuilt", file=file,
-                   fix="nothing to do; delete the file to silence this warning")
-        return None
-
-
-def cached_text_embeddings(cache_dir, encoder_key: str, texts: Sequence[str],
-                           encoder: TextEncoder | Callable[[], TextEncoder] | None = None, *,
-                           path=None, device=None, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Embeddings of ``texts`` (``{text: float32 [dim]}``), cached in ``cache_dir/<key>.npz``.
-
-    Only prompts not in the cache are encoded; the encoder is built lazily, and only when there is
-    something to encode. ``encoder`` may be a built :class:`TextEncoder`, a zero-argument factory,
-    or ``None`` -- then ``encoder_key`` must be a registered encoder name and the encoder is
-    ``build_text_encoder(encoder_key, path, device)`` (cached under
-    ``text_encoder_key(encoder_key, path)``). With an explicit encoder, ``encoder_key`` is used
-    as given (make it unique per model; :func:`text_encoder_key` helps).
-
-    The ``.npz`` holds ``texts`` (unicode array) and ``embeddings`` ``[n, dim]``; it is rewritten
-    atomically when new prompts are added. A cache whose width differs from the encoder's is
-    discarded with a warning.
-    """
-    cache_dir = Path(cache_dir)
-    wanted = list(dict.fromkeys(str(t) for t in texts))
-    file_key = encoder_key if encoder is not None else text_encoder_key(encoder_key, path)
-    file = cache_dir / f"{file_key}.npz"
-    loaded = _load_cache(file)
-    known: dict[str, np.ndarray] = {}
-    if loaded is not None:
-        known = {t: e for t, e in zip(*loaded)}
-    missing = [t for t in wanted if t not in known]
-    if missing:
-        if encoder is None:
-            enc = build_text_encoder(encoder_key, path=path, device=device)
-        elif isinstance(encoder, TextEncoder) or hasattr(encoder, "encode"):
-            enc = encoder
-        else:
-            enc = encoder()
-        new = np.asarray(enc.encode(missing, batch_size=batch_size), dtype=np.float32)
-        if new.ndim != 2 or new.shape[0] != len(missing):
-            raise ValueError(f"text encoder returned shape {new.shape} for {len(missing)} prompts")
-        if known and next(iter(known.values())).shape[0] != new.shape[1]:
-            warn_input(f"text embedding cache width {next(iter(known.values())).shape[0]} differs "
-                       f"from the encoder's {new.shape[1]}; the cache is rebuilt", file=file,
-                       fix="use a distinct cache key per text encoder")
-            known = {}
-            missing = wanted
-            new = np.asarray(enc.encode(missing, batch_size=batch_size), dtype=np.float32)
-        for t, e in zip(missing, new):
-            known[t] = e
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        all_texts = list(known)
-        tmp = file.with_name(file.name + ".tmp.npz")
-        np.savez(tmp, texts=np.array(all_texts, dtype=str),
-                 embeddings=np.stack([known[t] for t in all_texts]).astype(np.float32))
-        tmp.replace(file)
-    return {t: known[t] for t in wanted}
