@@ -10,7 +10,8 @@ import pytest
 
 import modaltune.pipeline as pipeline
 from modaltune.config import resolve_config
-from modaltune.data.cohort import Cohort, prepare_cohort
+from modaltune.data.cohort import Cohort
+from modaltune.data.prepare import prepare_cohort
 from modaltune.data.splits import save_split
 from modaltune.data.synthetic import make_synthetic
 from modaltune.errors import ConfigError

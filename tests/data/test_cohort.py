@@ -1,4 +1,4 @@
-"""Tests of data.cohort: alignment, availability, validation errors/warnings, summary, loading."""
+"""Tests of data.prepare and data.cohort: alignment, availability, validation errors/warnings, summary, loading."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
-from modaltune.data.cohort import Cohort, prepare_cohort
+from modaltune.data.cohort import Cohort
+from modaltune.data.prepare import prepare_cohort
+from modaltune.data.prompts import build_prompts
 from modaltune.errors import InputError, InputWarning
 
 DIM = 8
@@ -22,21 +23,6 @@ GDC_COLUMNS = ["case_submitter_id", "project_id", "primary_diagnosis", "ajcc_pat
 
 # ----------------------------------------------------------------------------------------------
 # fixture writers (plain h5py / pandas, independent of modaltune's readers)
-
-
-def write_h5(path: Path, n: int = 5, dim: int = DIM, *, coords: bool = True, value: float | None = None,
-             seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    feats = rng.standard_normal((n, dim)).astype(np.float32)
-    if value is not None and n:
-        feats[0, 0] = value
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=feats)
-        if coords:
-            xy = np.stack([np.arange(n) * 256, np.zeros(n)], axis=1).astype(np.int64)
-            f.create_dataset("coords", data=xy)
-        f.attrs["patch_size_level0"] = 256
-    return path
 
 
 def clinical_row(case, project="TCGA-BRCA", diagnosis="Infiltrating duct carcinoma, NOS", vital="Alive",
@@ -72,15 +58,15 @@ GENES = [f"G{i}" for i in range(12)]
 
 
 @pytest.fixture()
-def raw(tmp_path) -> dict:
+def raw(tmp_path, write_slide) -> dict:
     """8 BRCA patients: case 1 has 2 slides, case 2 no slide, case 3 no expression, case 4 no survival."""
     feat = tmp_path / "feat"
     feat.mkdir()
     for i, c in enumerate(CASES):
         if c == CASES[1]:
             continue
-        write_h5(feat / f"{c}-01Z-00-DX1.h5", n=4 + i, seed=i)
-    write_h5(feat / f"{CASES[0]}-01Z-00-DX2.h5", n=3, seed=99)
+        write_slide(feat / f"{c}-01Z-00-DX1.h5", n=4 + i, seed=i)
+    write_slide(feat / f"{CASES[0]}-01Z-00-DX2.h5", n=3, seed=99)
     rows = [clinical_row(c, vital="Dead" if i % 2 else "Alive", death=100 + i if i % 2 else None,
                          follow=None if i % 2 else 200 + i,
                          diagnosis="Lobular carcinoma, NOS" if i in (5, 6) else "Infiltrating duct carcinoma, NOS")
@@ -140,8 +126,9 @@ def test_labels_and_words(raw):
     assert m.loc[CASES[5], "subtype_index"] == 1
     assert m.loc[CASES[0], "location"] == "breast"
     assert m.loc[CASES[0], "stage"] != "" and m.loc[CASES[0], "n"] != ""
-    prompts = pd.read_csv(c.root / "prompts.csv")
-    assert list(prompts.columns) == ["case_id", "diagnosis"] and len(prompts) == len(CASES)
+    assert not (c.root / "prompts.csv").exists()  # prompts are built per split, from manifest rows
+    assert build_prompts(c.manifest.loc[CASES[5]].to_dict(), None)["diagnosis"] == \
+        "Cancer location: breast; Cancer diagnosis: lobular carcinoma"
 
 
 def test_no_survival_is_kept_and_reported(raw):
@@ -175,8 +162,8 @@ def test_all_genes_without_gmt(raw):
 def test_files_written_and_load(raw):
     c = prep(raw, ood_sites=("BRCA",))
     root = raw["root"] / "cohort"
-    for name in ("manifest.csv", "gene_sets.json", "reports.csv", "prompts.csv", "summary.json", "summary.txt",
-                 "cohort.json"):
+    for name in ("manifest.csv", "gene_sets.json", "reports.csv", "summary.json", "summary.txt", "cohort.json",
+                 "grouping.yaml"):
         assert (root / name).exists(), name
     meta = json.loads((root / "cohort.json").read_text())
     assert meta["feature_dim"] == DIM and meta["n_genes"] == 9 and meta["n_pathways"] == 2
@@ -217,30 +204,30 @@ def test_corrupt_feature_file(raw):
         prep(raw)
 
 
-def test_inconsistent_width_names_file_and_widths(raw):
-    write_h5(raw["features"] / f"{CASES[1]}-01Z-00-DX1.h5", n=4, dim=DIM + 3)
+def test_inconsistent_width_names_file_and_widths(raw, write_slide):
+    write_slide(raw["features"] / f"{CASES[1]}-01Z-00-DX1.h5", n=4, dim=DIM + 3)
     with pytest.raises(InputError) as ei:
         prep(raw)
     msg = str(ei.value)
     assert f"{CASES[1]}-01Z-00-DX1.h5" in msg and str(DIM + 3) in msg and str(DIM) in msg
 
 
-def test_nan_in_features(raw):
-    write_h5(raw["features"] / f"{CASES[1]}-01Z-00-DX1.h5", n=4, value=np.nan)
+def test_nan_in_features(raw, write_slide):
+    write_slide(raw["features"] / f"{CASES[1]}-01Z-00-DX1.h5", n=4, value=np.nan)
     with pytest.raises(InputError, match=f"NaN.*{CASES[1]}-01Z-00-DX1.h5"):
         prep(raw)
     # without the value check the file passes (header only)
     prep(raw, check_values=False)
 
 
-def test_inf_in_features(raw):
-    write_h5(raw["features"] / f"{CASES[1]}-01Z-00-DX1.h5", n=4, value=np.inf)
+def test_inf_in_features(raw, write_slide):
+    write_slide(raw["features"] / f"{CASES[1]}-01Z-00-DX1.h5", n=4, value=np.inf)
     with pytest.raises(InputError, match=f"{CASES[1]}-01Z-00-DX1.h5"):
         prep(raw)
 
 
-def test_empty_bag(raw):
-    write_h5(raw["features"] / f"{CASES[1]}-01Z-00-DX1.h5", n=0)
+def test_empty_bag(raw, write_slide):
+    write_slide(raw["features"] / f"{CASES[1]}-01Z-00-DX1.h5", n=0)
     with pytest.raises(InputError, match=f"empty bag.*{CASES[1]}-01Z-00-DX1.h5"):
         prep(raw)
 
@@ -268,8 +255,8 @@ def test_duplicate_case_agreeing_rows_merge(raw):
     assert len(c.manifest) == len(CASES)
 
 
-def test_case_in_features_but_not_clinical(raw):
-    write_h5(raw["features"] / "TCGA-ZZ-9999-01Z-00-DX1.h5", n=3)
+def test_case_in_features_but_not_clinical(raw, write_slide):
+    write_slide(raw["features"] / "TCGA-ZZ-9999-01Z-00-DX1.h5", n=3)
     with pytest.warns(InputWarning, match="TCGA-ZZ-9999") as rec:
         c = prepare_cohort(raw["root"] / "c3", features=raw["features"], clinical=raw["clinical"])
     msg = next(str(w.message) for w in rec if "TCGA-ZZ-9999" in str(w.message))
@@ -304,11 +291,11 @@ def test_unknown_diagnosis_warns_with_case_and_fix(raw):
     assert c.summary["total"]["classes"]["none"] == 1
 
 
-def test_secondary_magnification_matching(raw):
+def test_secondary_magnification_matching(raw, write_slide):
     sec = raw["root"] / "feat10"
     sec.mkdir()
-    write_h5(sec / f"{CASES[0]}-01Z-00-DX1.h5", n=2, dim=4)
-    write_h5(sec / "TCGA-A2-0777-01Z-00-DX1.h5", n=2, dim=4)  # no primary file
+    write_slide(sec / f"{CASES[0]}-01Z-00-DX1.h5", n=2, dim=4)
+    write_slide(sec / "TCGA-A2-0777-01Z-00-DX1.h5", n=2, dim=4)  # no primary file
     with pytest.warns(InputWarning, match="TCGA-A2-0777"):
         c = prepare_cohort(raw["root"] / "c6", clinical=raw["clinical"], features=raw["features"],
                            features_secondary=sec)
@@ -335,11 +322,11 @@ def test_site_from_project_and_site_column(raw):
 
 
 def test_validation_cache_reads_each_file_once(raw, monkeypatch):
-    import modaltune.data.cohort as cohort_mod
+    import modaltune.data.prepare.features as features_mod
 
     calls = []
-    real = cohort_mod.read_features
-    monkeypatch.setattr(cohort_mod, "read_features", lambda p: calls.append(p) or real(p))
+    real = features_mod.read_features
+    monkeypatch.setattr(features_mod, "read_features", lambda p: calls.append(p) or real(p))
     prep(raw)
     n_files = len(list(raw["features"].glob("*.h5")))
     assert len(calls) == n_files
@@ -374,12 +361,12 @@ def test_synthetic_to_dataset(tmp_path):
     assert item["omics"].shape == (len(c.genes),) and len(item["prompts"]) == 3
 
 
-def test_slide_case_table_for_non_tcga_names(tmp_path):
+def test_slide_case_table_for_non_tcga_names(tmp_path, write_slide):
     feat = tmp_path / "feat"
     feat.mkdir()
-    write_h5(feat / "slideA.h5", n=3)
-    write_h5(feat / "slideB.h5", n=3)
-    write_h5(feat / "slideC.h5", n=3)
+    write_slide(feat / "slideA.h5", n=3)
+    write_slide(feat / "slideB.h5", n=3)
+    write_slide(feat / "slideC.h5", n=3)
     table = tmp_path / "slides.csv"
     pd.DataFrame({"slide_id": ["slideA", "slideB"], "case_id": [CASES[0], CASES[0]]}).to_csv(table, index=False)
     clin = write_clinical(tmp_path / "clinical.tsv", [clinical_row(c) for c in CASES[:2]])

@@ -29,18 +29,6 @@ from modaltune.errors import InputError, InputWarning
 E = "'--"
 
 
-def write_h5(path, feats, coords=None, attrs=None, coord_attrs=None):
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=feats)
-        if coords is not None:
-            c = f.create_dataset("coords", data=coords)
-            for k, v in (coord_attrs or {}).items():
-                c.attrs[k] = v
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = v
-    return path
-
-
 def feats(n=4, d=3, seed=0):
     return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
 
@@ -67,7 +55,7 @@ def test_tcga_case_id():
 # features
 
 
-def test_read_h5_trident(tmp_path):
+def test_read_h5_trident(tmp_path, write_h5):
     x = feats(5, 3)
     p = write_h5(tmp_path / "TCGA-A2-A0T2-01Z-00-DX1.h5", x, grid(5), attrs={"encoder": "gigapath"},
                  coord_attrs={"patch_size_level0": 512, "name": b"slide"})
@@ -81,7 +69,7 @@ def test_read_h5_trident(tmp_path):
     assert feature_shape(p) == (5, 3)
 
 
-def test_read_h5_squeezes_batch_dim_and_no_coords(tmp_path):
+def test_read_h5_squeezes_batch_dim_and_no_coords(tmp_path, write_h5):
     x = feats(4, 6).astype(np.float16)
     p = write_h5(tmp_path / "s.h5", x[None], coords=grid(4)[None])
     ff = read_features(p)
@@ -124,7 +112,7 @@ def test_corrupt_and_missing_features(tmp_path):
         read_features(tmp_path / "nofeat.h5")
 
 
-def test_bad_feature_values(tmp_path):
+def test_bad_feature_values(tmp_path, write_h5):
     x = feats(5, 3)
     x[1, 0], x[3, 2], x[3, 1] = np.nan, np.inf, -np.inf
     p = write_h5(tmp_path / "nan.h5", x)
@@ -141,7 +129,7 @@ def test_bad_feature_values(tmp_path):
         read_features(write_h5(tmp_path / "mismatch.h5", feats(5, 3), grid(4)))
 
 
-def test_list_feature_files(tmp_path):
+def test_list_feature_files(tmp_path, write_h5):
     d = tmp_path / "f"
     d.mkdir()
     write_h5(d / "s2.h5", feats())

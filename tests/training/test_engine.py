@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from modaltune.config import resolve_config
 from modaltune.errors import ConfigError
-from modaltune.data.cohort import Cohort, prepare_cohort
+from modaltune.data.prepare import prepare_cohort
 from modaltune.data.splits import make_holdout_split
 from modaltune.data.synthetic import make_synthetic
 from modaltune.methods.base import Method
