@@ -15,8 +15,8 @@ import pytest
 from modaltune.config import resolve_config
 from modaltune.data.cohort import Cohort
 from modaltune.data.prepare import prepare_cohort
-from modaltune.data.synthetic import make_synthetic
 from modaltune.pipeline import resolve_split, restrict_split
+from modaltune.synthetic import make_synthetic
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,6 @@ from modaltune.config import resolve_config
 from modaltune.data.cohort import Cohort
 from modaltune.data.prepare import prepare_cohort
 from modaltune.data.splits import save_split
-from modaltune.data.synthetic import make_synthetic
 from modaltune.errors import ConfigError
 from modaltune.pipeline import (
     in_domain_sites,
@@ -23,6 +22,7 @@ from modaltune.pipeline import (
     select_sites,
     split_seed,
 )
+from modaltune.synthetic import make_synthetic
 
 SITES = ("BRCA", "NSCLC", "BLCA")
 PATIENTS = 20

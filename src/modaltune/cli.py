@@ -43,7 +43,7 @@ def _resolve(args, method: str | None):
 
 
 def cmd_synth(args) -> int:
-    from .data.synthetic import make_synthetic
+    from .synthetic import make_synthetic
 
     kwargs = {"seed": args.seed}
     if args.sites:

@@ -34,7 +34,7 @@ QUICK_OVERRIDES = ("train.epochs=3", "train.warmup_epochs=1")
 
 
 def _synthesize(raw: Path, seed: int, quick: bool) -> dict:
-    from .data.synthetic import make_synthetic
+    from .synthetic import make_synthetic
 
     truth = raw / "truth.json"
     if truth.exists():

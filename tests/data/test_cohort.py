@@ -339,13 +339,12 @@ def test_validation_cache_reads_each_file_once(raw, monkeypatch):
 
 
 def test_synthetic_to_dataset(tmp_path):
-    synthetic = pytest.importorskip("modaltune.data.synthetic")
     from modaltune.data.dataset import FittedState, PatientDataset
     from modaltune.data.splits import make_holdout_split
+    from modaltune.synthetic import make_synthetic
 
-    info = synthetic.make_synthetic(tmp_path / "raw", seed=1, sites=("BRCA", "NSCLC"), ood_sites=(),
-                                    patients=12, dim=8, patches=(4, 8), n_pathways=8, pathway_size=(3, 6),
-                                    n_extra_genes=4, n_absent_genes=2)
+    info = make_synthetic(tmp_path / "raw", seed=1, sites=("BRCA", "NSCLC"), ood_sites=(), patients=12, dim=8,
+                          patches=(4, 8), n_pathways=8, pathway_size=(3, 6), n_extra_genes=4, n_absent_genes=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)
         c = prepare_cohort(tmp_path / "cohort", features=info["features"],

@@ -23,9 +23,9 @@ from modaltune.config import resolve_config
 from modaltune.errors import ConfigError
 from modaltune.data.prepare import prepare_cohort
 from modaltune.data.splits import make_holdout_split
-from modaltune.data.synthetic import make_synthetic
 from modaltune.methods.base import Method
 from modaltune.registry import METHODS, TEXT_ENCODERS
+from modaltune.synthetic import make_synthetic
 from modaltune.training.engine import EpochSampler, evaluate_ood, evaluate_run, embed_run, lr_lambda, train_method
 from modaltune.methods.losses import nll_survival_loss, survival_risk
 
