@@ -396,3 +396,17 @@ def test_clinical_row_without_case_id_is_reported(raw):
         c = prepare_cohort(raw["root"] / "c8", clinical=raw["clinical"])
     assert len(c.manifest) == len(CASES)
     assert any(d["kind"] == "clinical rows" and d["n"] == 1 for d in c.summary["dropped"])
+
+
+def test_ingest_log_records_sorted_items_and_warns_once_per_entry():
+    from modaltune.data.prepare import IngestLog
+
+    log = IngestLog()
+    with pytest.warns(InputWarning, match="2 genes dropped: absent: A, B"):
+        log.drop("genes", ["B", "A", "B"], "absent", file="x.gmt", fix="check")
+    with pytest.warns(InputWarning, match="1 slides: no patient: S1"):
+        log.unmatch("slides", ["S1"], "no patient")
+    log.unmatch("slides", [], "nothing")  # empty: no entry
+    log.note("patients", ["P2", "P1"], "no survival")
+    assert log.dropped == [{"kind": "genes", "n": 2, "reason": "absent", "file": "x.gmt", "items": ["A", "B"]}]
+    assert [e["items"] for e in log.unmatched] == [["S1"]] and log.notes[0]["items"] == ["P1", "P2"]

@@ -12,8 +12,10 @@ import pytest
 
 from modaltune.data.formats import (
     DAYS_PER_MONTH,
+    MISSING_TOKENS,
     FeatureFile,
     feature_shape,
+    is_missing,
     list_feature_files,
     read_clinical,
     read_expression,
@@ -24,6 +26,7 @@ from modaltune.data.formats import (
     sample_type_code,
     tcga_case_id,
 )
+from modaltune.data.formats.ids import names, strip_slide_ext
 from modaltune.errors import InputError, InputWarning
 
 E = "'--"
@@ -372,3 +375,25 @@ def test_no_warning_for_clean_inputs(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)
         read_clinical(p)
+
+
+# ----------------------------------------------------------------------------------------------
+# shared ground: missing values, slide names, listings
+
+
+def test_missing_tokens_cover_every_former_home():
+    # the union of the sets formats, labels and the cohort writer each used to keep
+    former = {"", "'--", "--", "-", "na", "n/a", "nan", "none", "null", "not reported", "unknown", "not available",
+              "[not available]", "[not applicable]", "[unknown]", "[not evaluated]", "[discrepancy]", "[completed]",
+              "not applicable"}
+    assert former <= MISSING_TOKENS
+    assert all(is_missing(v) for v in (None, float("nan"), "  ", "'--", "NaN", "None", "Not Reported", "[Unknown]"))
+    assert not any(is_missing(v) for v in ("Stage I", "0", 0, 0.0, "N0"))
+
+
+def test_strip_slide_ext_and_names():
+    assert strip_slide_ext("TCGA-A2-A0T2-01Z-00-DX1.SVS") == "TCGA-A2-A0T2-01Z-00-DX1"
+    assert strip_slide_ext("slide.h5") == "slide" and strip_slide_ext("slide.v2") == "slide.v2"
+    assert names(["a", "b"]) == "a, b"
+    assert names(range(12)) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more"
+    assert names(range(5), limit=2) == "0, 1 and 3 more"

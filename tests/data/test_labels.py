@@ -145,6 +145,17 @@ def test_load_grouping_errors(tmp_path):
         load_grouping(noloc)
 
 
+def test_default_grouping_is_the_packaged_yaml_and_fresh_each_call():
+    import importlib.resources
+
+    text = importlib.resources.files("modaltune").joinpath("resources").joinpath("grouping_table4.yaml").read_text()
+    assert default_grouping().to_dict() == yaml.safe_load(text)
+    g = default_grouping()
+    g.sites["BRCA"].classes.append("Changed")
+    g.sites.pop("RCC")
+    assert "Changed" not in default_grouping().sites["BRCA"].classes and "RCC" in default_grouping().sites
+
+
 def test_grouping_object_is_usable_directly():
     g = Grouping({"S": SiteGrouping(classes=["c0"], members={"c0": ["Thing"]}, location="somewhere")})
     assert assign_subtype(g, "s", "THING") == ("c0", 0, False)

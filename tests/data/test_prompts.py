@@ -56,6 +56,13 @@ def test_missing_items_are_omitted():
     assert build_prompts({}, None) == {"general": "", "survival": "", "diagnosis": ""}
 
 
+def test_missing_value_tokens_are_omitted_like_empty_values():
+    """Prompts, labels and readers share one definition of a missing value (formats.MISSING_TOKENS)."""
+    tokens = build_prompts(fig4_row(stage="'--", t="Not Reported", n="[Not Evaluated]", m=" n/a "), BRCA_EDGES)
+    empty = build_prompts(fig4_row(stage=None, t=None, n=None, m=None), BRCA_EDGES)
+    assert tokens == empty
+
+
 @pytest.mark.parametrize("months,event,text", [
     (3.0, 1, "The patient died before 15 months"),
     (15.0, 0.0, "The patient was censored between 15 and 27 months"),

@@ -10,7 +10,8 @@ One prompt per task, items joined by ``"; "`` in this order::
 e.g. (Fig. 4) ``"Cancer location: breast; Cancer diagnosis: infiltrating duct carcinoma; Overall stage:
 stage one; Tumor stage status: tumor stage one; Lymph node status: cancer has not spread to lymph
 nodes; Distant metastasis status: no metastasis detected; Survival status: The patient was censored
-between 55 and 283 months"``. A missing item (None, NaN or empty) is left out. The survival status
+between 55 and 283 months"``. A missing item (None, NaN, empty, or any other missing-value token of
+:data:`~modaltune.data.formats.MISSING_TOKENS`) is left out. The survival status
 needs train-fitted bin edges (:func:`modaltune.data.labels.fit_survival_bins`); without edges or
 without a survival time/event it is left out.
 """
@@ -22,6 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .formats.tables import text_or_none
 from .labels import assign_bins
 
 __all__ = ["TASKS", "build_prompts", "survival_status_text", "bin_text"]
@@ -37,15 +39,6 @@ _ITEMS = (  # (row key, label)
     ("n", "Lymph node status"),
     ("m", "Distant metastasis status"),
 )
-
-
-def _value(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    s = str(v).strip()
-    return s or None
 
 
 def _number(v: Any) -> float | None:
@@ -99,13 +92,13 @@ def build_prompts(row: Mapping, bin_edges: np.ndarray | None) -> dict[str, str]:
     Args:
         row: manifest row with ``location``, ``diagnosis_text``, ``stage``, ``t``, ``n``, ``m`` (already
             in words, see :mod:`modaltune.data.labels`), ``survival_months`` and ``event``; missing keys
-            and None/NaN/"" values are omitted from the prompts.
+            and missing values (:func:`~modaltune.data.formats.is_missing`) are omitted from the prompts.
         bin_edges: survival bin edges of the patient's site (train-fitted), or None (no survival status).
 
     Returns:
         ``{task: prompt}`` for every task in :data:`TASKS` (a prompt may be ``""`` when nothing is known).
     """
-    values = {key: _value(row.get(key)) for key, _ in _ITEMS}
+    values = {key: text_or_none(row.get(key)) for key, _ in _ITEMS}
     status = survival_status_text(row.get("survival_months"), row.get("event"), bin_edges)
     labelled = [(label, values[key]) for key, label in _ITEMS] + [("Survival status", status)]
 

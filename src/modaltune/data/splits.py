@@ -33,17 +33,12 @@ import pandas as pd
 
 from ..errors import InputError, warn_input
 from .formats import tcga_case_id
+from .formats.ids import names
 
 __all__ = ["SPLITS", "make_holdout_split", "make_kfold_splits", "save_split", "load_split", "validate_split",
            "strata_keys"]
 
 SPLITS = ("train", "val", "test")
-_MAX_NAMED = 10
-
-
-def _names(items: Iterable) -> str:
-    items = [str(i) for i in items]
-    return ", ".join(items[:_MAX_NAMED]) + (f" and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else "")
 
 
 def _case_index(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +48,7 @@ def _case_index(manifest: pd.DataFrame) -> pd.DataFrame:
         df = manifest.copy()
         df.index = df.index.astype(str)
     if df.index.duplicated().any():
-        raise InputError(f"manifest has duplicate case ids {_names(sorted(set(df.index[df.index.duplicated()])))}",
+        raise InputError(f"manifest has duplicate case ids {names(sorted(set(df.index[df.index.duplicated()])))}",
                          fix="re-run `modaltune prepare`")
     return df.sort_index()
 
@@ -217,7 +212,7 @@ def validate_split(split: dict[str, Iterable[str]], manifest: pd.DataFrame, *, f
     known = set(_case_index(manifest).index)
     unknown = sorted({c for ids in out.values() for c in ids if c not in known})
     if unknown:
-        raise InputError(f"{len(unknown)} case(s) of the split are not in the cohort: {_names(unknown)}", file=file,
+        raise InputError(f"{len(unknown)} case(s) of the split are not in the cohort: {names(unknown)}", file=file,
                          case=unknown[0], fix="remove them from the split file or prepare a cohort that has them")
     seen: dict[str, str] = {}
     dups = []
@@ -227,7 +222,7 @@ def validate_split(split: dict[str, Iterable[str]], manifest: pd.DataFrame, *, f
                 dups.append(f"{c} ({seen[c]}/{s})")
             seen[c] = s
     if dups:
-        raise InputError(f"{len(dups)} case(s) appear more than once in the split: {_names(dups)}", file=file,
+        raise InputError(f"{len(dups)} case(s) appear more than once in the split: {names(dups)}", file=file,
                          case=dups[0].split(" ")[0], fix="list each patient once, in a single split")
     return out
 
@@ -273,7 +268,7 @@ def _read_ours(df: pd.DataFrame, path: Path) -> dict[str, list[str]]:
         raise InputError(f"unknown split value(s) {bad}", file=path, fix="use train, val or test in the split column")
     dup = sorted(set(df.loc[df["case_id"].duplicated(), "case_id"]))
     if dup:
-        raise InputError(f"{len(dup)} case(s) are listed more than once: {_names(dup)}", file=path, case=dup[0],
+        raise InputError(f"{len(dup)} case(s) are listed more than once: {names(dup)}", file=path, case=dup[0],
                          fix="list each patient once")
     return {s: df.loc[df["split"] == s, "case_id"].tolist() for s in SPLITS}
 
@@ -324,5 +319,5 @@ def _warn_uncovered(split: dict[str, list[str]], manifest: pd.DataFrame, path: P
     sites = set(df.loc[sorted(used), "site"]) if used else set()
     left = sorted(c for c in df.index[df["site"].isin(sites)] if c not in used)
     if left:
-        warn_input(f"{len(left)} patient(s) of the split's sites are in no split and will not be used: {_names(left)}",
+        warn_input(f"{len(left)} patient(s) of the split's sites are in no split and will not be used: {names(left)}",
                    file=path, fix="add them to the split file if they should be used")
