@@ -14,11 +14,11 @@ from modaltune.errors import ConfigError, InputError
 
 def _scan_inputs(b=2, d=5, n=4, length=37, delta_scale=1.0, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
-    u = torch.randn(b, d, length, generator=g, dtype=torch.float64)
-    delta = F.softplus(torch.randn(b, d, length, generator=g, dtype=torch.float64)) * delta_scale
+    u = torch.randn(b, length, d, generator=g, dtype=torch.float64)
+    delta = F.softplus(torch.randn(b, length, d, generator=g, dtype=torch.float64)) * delta_scale
     A = -torch.exp(torch.randn(d, n, generator=g, dtype=torch.float64))
-    B = torch.randn(b, n, length, generator=g, dtype=torch.float64)
-    C = torch.randn(b, n, length, generator=g, dtype=torch.float64)
+    B = torch.randn(b, length, n, generator=g, dtype=torch.float64)
+    C = torch.randn(b, length, n, generator=g, dtype=torch.float64)
     D = torch.randn(d, generator=g, dtype=torch.float64)
     return [t.to(dtype).requires_grad_() for t in (u, delta, A, B, C, D)]
 
@@ -31,20 +31,34 @@ def _values_and_grads(fn, inputs, weight):
 @pytest.mark.parametrize("length", [37, 5, 8])  # several chunks, a partial last one; shorter than a chunk; exactly one
 def test_chunked_scan_matches_sequential_reference(length):
     inputs = _scan_inputs(length=length)
-    weight = torch.randn(2, 5, length, generator=torch.Generator().manual_seed(1)) / length
+    weight = torch.randn(2, length, 5, generator=torch.Generator().manual_seed(1)) / length
     got = _values_and_grads(lambda *t: selective_scan(*t, chunk_size=8), inputs, weight)
     ref = _values_and_grads(selective_scan_ref, inputs, weight)
     for name, a, b in zip(["y", "du", "ddelta", "dA", "dB", "dC", "dD"], got, ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
 
 
+def test_cumsum_path_used_when_matmuls_may_be_reduced_precision():
+    inputs = _scan_inputs(length=37)
+    weight = torch.randn(2, 37, 5) / 37
+    ref = _values_and_grads(selective_scan_ref, inputs, weight)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")  # the triangular GEMMs would lose bits: not used
+        got = _values_and_grads(lambda *t: selective_scan(*t, chunk_size=8), inputs, weight)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    for a, b in zip(got[:2], ref[:2]):  # y and du do not go through the other (small) matmuls
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
 def test_chunked_scan_is_exact_in_float64_with_decay_limited_chunks():
     # large steps: the chunk ends are set by the decay budget, not by chunk_size
     inputs = _scan_inputs(length=50, delta_scale=6.0, dtype=torch.float64)
-    step = (inputs[1] * inputs[2].abs().amax(1)[:, None]).amax(dim=(0, 1))
+    step = (inputs[1] * inputs[2].abs().amax(1)).amax(dim=(0, 2))
     bounds = plan_chunks(step, 16, 10.0)
     assert len(bounds) > math.ceil(50 / 16) and {e - s for s, e in bounds} != {16}
-    weight = torch.randn(2, 5, 50, dtype=torch.float64)
+    weight = torch.randn(2, 50, 5, dtype=torch.float64)
     got = _values_and_grads(lambda *t: selective_scan(*t, chunk_size=16, max_chunk_decay=10.0), inputs, weight)
     ref = _values_and_grads(selective_scan_ref, inputs, weight)
     for a, b in zip(got, ref):
@@ -84,7 +98,7 @@ def test_scan_saves_no_state_sized_tensor_for_backward():
 
 def test_scan_checks_shapes_and_settings():
     u, delta, A, B, C, _ = _scan_inputs()
-    with pytest.raises(InputError, match="mamba_ssm's layout"):
+    with pytest.raises(InputError, match="time-major"):
         selective_scan(u.transpose(1, 2), delta, A, B, C)
     with pytest.raises(ConfigError):
         selective_scan(u, delta, A, B, C, max_chunk_decay=500.0)
@@ -161,8 +175,7 @@ def test_mamba_matches_a_slow_composition_of_its_own_parameters():
     xs = F.silu(conv + m.conv1d.bias)
     dt, B, C = (xs @ m.x_proj.weight.T).split([1, 4, 4], dim=-1)
     delta = F.softplus(dt @ m.dt_proj.weight.T + m.dt_proj.bias)
-    y = selective_scan_ref(xs.transpose(1, 2), delta.transpose(1, 2), -torch.exp(m.A_log), B.transpose(1, 2),
-                           C.transpose(1, 2), m.D).transpose(1, 2)
+    y = selective_scan_ref(xs, delta, -torch.exp(m.A_log), B, C, m.D)
     expected = (y * F.silu(z)) @ m.out_proj.weight.T
     torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=1e-5)
 
@@ -185,9 +198,11 @@ def test_fast_kernel_path_uses_mamba_ssm_conventions(monkeypatch):
     """With fake kernels that follow mamba_ssm's documented API, the CUDA path equals ours."""
 
     def fake_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-        assert u.shape == delta.shape == z.shape and B.shape == C.shape and B.shape[1] == A.shape[1]
+        assert u.shape == delta.shape == z.shape and u.shape[1] == A.shape[0]  # [B, D, L]
+        assert B.shape == C.shape == (u.shape[0], A.shape[1], u.shape[2])  # [B, N, L]
         delta = F.softplus(delta + delta_bias[:, None]) if delta_softplus else delta
-        return selective_scan_ref(u, delta, A, B, C, D) * F.silu(z)
+        y = selective_scan_ref(*(t.transpose(1, 2) for t in (u, delta)), A, B.transpose(1, 2), C.transpose(1, 2), D)
+        return y.transpose(1, 2) * F.silu(z)
 
     def fake_conv(x, weight, bias=None, activation=None):
         assert weight.dim() == 2 and activation == "silu"

@@ -6,31 +6,33 @@ writes the block from the maths of Gu & Dao, "Mamba: linear-time sequence modeli
 state spaces" (2023, Alg. 2, Sec. 3) with the parameter names, shapes and initialisation of
 ``mamba_ssm.Mamba`` v1, so state dicts load both ways. On CUDA with ``mamba_ssm`` (and optionally
 ``causal_conv1d``) importable, :class:`Mamba` calls their kernels (``use_fast_kernels``); CPU and
-GPUs without the package use the chunked scan below. Layout: mamba_ssm's ``[B, D, L]``.
+GPUs without the package use the chunked scan below (time-major ``[B, L, D]``; mamba_ssm's
+functions take ``[B, D, L]``).
 
     h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t,        y_t = <C_t, h_t> + D u_t
 
 **Chunks.** Inside a chunk ``h_t = P_t (g h_0 + sum_{s<=t} v_s / P_s)`` with ``v = delta u B``
-and ``P_t = exp(A sum_{s<=t} delta_s)`` (cumulative log-decays): one cumsum over ``[D, N, T]``
-instead of T dependent steps, a dozen vectorised passes per chunk, chunks run in sequence, each
-from the last state of the previous one. Time is the last (contiguous) axis because
-``cumsum`` along it is several times faster on CPU than along a middle axis.
+and ``P_t = exp(A sum_{s<=t} delta_s)`` (cumulative log-decays): one prefix sum over time instead
+of T dependent steps, about ten vectorised passes over the chunk's ``[T, D, N]`` elements forward
+and twenty backward; chunks run in sequence, each from the last state of the previous one. On CPU
+the prefix sums are one GEMM with a 0/1 triangular matrix (``cumsum`` along time is several times
+slower), and the work tensors are reused buffers.
 
 **Overflow.** ``1/P_s`` grows with the decay accumulated inside the chunk. Rescaling every term
 in log space would cost more passes; instead the chunk boundaries come from the inputs: a chunk
 ends before its total ``max_{b,d,n} |delta A|`` (first step excluded: it only scales ``h_0``)
 exceeds ``max_chunk_decay`` (default 40), or at ``chunk_size`` steps, and exponents are centred
-per channel on half the chunk's total, so every factor lies in ``[e^-20, e^20]`` (never inf or
-denormal; ``g <= 1`` may underflow to 0 exactly when the true factor is negligible). One step of
-any size is always allowed. Costs: the product form has a relative error ~``eps * max_chunk_decay``
-per term (measured: same size as the fp32 sequential loop's), and large decays give short chunks
-(exact, only slower; at MICE's initialisation chunks hold ~25 steps).
+per channel on the middle of the chunk's range, so every factor lies in ``[e^-20, e^20]`` (never
+inf or denormal; ``g <= 1`` may underflow to 0 exactly when the true factor is negligible). One
+step of any size is always allowed. Costs: a relative error ~``eps * max_chunk_decay`` per term
+(measured: the size of the fp32 sequential loop's own error at 40, 2.5x it at 80), and large
+decays give short chunks (exact, only slower; at MICE's initialisation chunks hold ~25 steps).
 
 **Memory.** The scan is a :class:`torch.autograd.Function` that saves its inputs and the state at
 each chunk start (``D*N`` numbers per chunk). Backward recomputes a chunk's states and runs the
 adjoint ``lambda_t = C_t gy_t + exp(delta_{t+1} A) lambda_{t+1}`` with the same closed form
-(reverse cumsum), so no ``[L, D, N]`` (let alone ``[L, T, D, N]``) tensor is ever stored: memory
-is linear in L with a small constant, plus one chunk's ``[D, N, T]`` work tensors. Computed in
+(reverse prefix sum), so no ``[L, D, N]`` (let alone ``[L, T, D, N]``) tensor is ever stored:
+memory is linear in L with a small constant, plus a few ``[T, D, N]`` work buffers. Computed in
 fp32 (fp64 for fp64 inputs) even under bf16 autocast.
 """
 
@@ -80,26 +82,26 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     """Sequential selective scan: the recurrence written as a plain loop (tests, documentation).
 
     Args:
-        u: inputs ``[B, D, L]``.
-        delta: step sizes ``[B, D, L]`` (already softplus-ed, > 0).
+        u: inputs ``[B, L, D]``.
+        delta: step sizes ``[B, L, D]`` (already softplus-ed, > 0).
         A: state matrix ``[D, N]`` (negative).
-        B: input projections ``[B, N, L]``.
-        C: output projections ``[B, N, L]``.
+        B: input projections ``[B, L, N]``.
+        C: output projections ``[B, L, N]``.
         D: skip weights ``[D]`` (optional).
         h0: initial state ``[B, D, N]`` (zeros when None).
         return_last_state: also return the final state.
 
     Returns:
-        ``y [B, D, L]``, or ``(y, h_L)`` when ``return_last_state``.
+        ``y [B, L, D]``, or ``(y, h_L)`` when ``return_last_state``.
     """
-    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1]) if h0 is None else h0
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1]) if h0 is None else h0
     ys = []
-    for t in range(u.shape[2]):
-        h = torch.exp(delta[..., t, None] * A) * h + (delta[..., t] * u[..., t])[..., None] * B[:, None, :, t]
-        ys.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, -1) if ys else u.new_zeros(u.shape)
+    for t in range(u.shape[1]):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[..., None] * B[:, t, None, :]
+        ys.append((h * C[:, t, None, :]).sum(-1))
+    y = torch.stack(ys, 1) if ys else u.new_zeros(u.shape)
     if D is not None:
-        y = y + u * D[:, None]
+        y = y + u * D
     return (y, h) if return_last_state else y
 
 
@@ -126,58 +128,79 @@ def plan_chunks(step_decay: Tensor, chunk_size: int, max_chunk_decay: float) -> 
     return bounds
 
 
-def _chunk_geometry(dl: Tensor, bounds: list[tuple[int, int]]):
-    """Per-chunk cumulative decays for all chunks at once (a few ops instead of a few per chunk).
+class _Work:
+    """Work buffers ``[B, T_max + 1, D, N]`` reused by every chunk (no allocation, and warm memory,
+    per op) and the prefix sums over time (dim 1).
 
-    Returns ``dc [B, D, L]``: ``sum_{2 <= s <= t} delta_s`` inside each chunk, centred on half the
-    chunk's total, and ``e0 [B, D, K]``: first step + half the total (scales the incoming state).
+    On CPU the prefix sums are products with 0/1 triangular matrices (one GEMM over all ``D*N``
+    channels, several times faster than ``cumsum`` along a middle axis); elsewhere, or when fp32
+    matmuls may use TF32/bf16 (``torch.set_float32_matmul_precision``), ``cumsum``.
     """
-    starts = torch.tensor([s for s, _ in bounds], device=dl.device)
-    lens = torch.tensor([e - s for s, e in bounds], device=dl.device)
-    steps = torch.arange(int(lens.max()), device=dl.device)
-    valid = steps < lens[:, None]  # [K, T]
-    pos = torch.where(valid, starts[:, None] + steps, dl.shape[-1])  # padding reads a zero column
-    padded = F.pad(dl, (0, 1))[..., pos]  # [B, D, K, T]
-    cum = padded.cumsum(-1)
-    first = padded[..., :1]
-    half = 0.5 * (cum[..., -1:] - first)
-    dc = (cum - first - half).flatten(-2)[..., valid.flatten().nonzero().squeeze(1)]
-    return dc, (first + half).squeeze(-1)
 
+    def __init__(self, like: Tensor, A: Tensor, t_max: int, n_buffers: int):
+        b, (d, n) = like.shape[0], A.shape
+        self.bufs = [like.new_empty(b, t_max + 1, d, n) for _ in range(n_buffers)]
+        self.gemm = like.device.type == "cpu" and (like.dtype == torch.float64
+                                                   or torch.get_float32_matmul_precision() == "highest")
+        if self.gemm:
+            t, j = torch.arange(t_max)[:, None], torch.arange(t_max + 1)[None]
+            self.incl, self.excl = (j <= t + 1).to(like.dtype), (j <= t).to(like.dtype)
+            self.rev = (j[:, :-1] >= t).to(like.dtype)
 
-def _prepare(u: Tensor, dl: Tensor, A: Tensor, bounds: list[tuple[int, int]]):
-    """Everything per chunk that is small: centred cumulative decays, delta*u, h0 factors."""
-    dc, e0 = _chunk_geometry(dl, bounds)
-    A3 = A.unsqueeze(-1)  # [D, N, 1]
-    g0 = torch.exp(e0.unsqueeze(2) * A3)  # [B, D, N, K]: exp(A (delta_1 + total/2)) <= 1
-    return dc, dl * u, A3, g0
+    def chunk(self, dl: Tensor, dlu: Tensor, A: Tensor, Bm: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        """Decays ``P_t = exp(A (c_t - m))`` (``c`` = cumulative delta of the chunk, ``m`` the middle
+        of its range, so every entry lies in ``e^(+-max_chunk_decay / 2)``) and
+        ``X = [exp(A m) h0, v_1 / P_1, .., v_T / P_T]`` with ``v = delta u B``; buffers 0 and 1."""
+        T = dl.shape[1]
+        cum = dl.cumsum(1)
+        mid = 0.5 * (cum[:, :1] + cum[:, -1:])
+        P = torch.mul((cum - mid).unsqueeze(-1), A, out=self.bufs[0][:, :T]).exp_()
+        X = self.bufs[1][:, :T + 1]
+        torch.mul(h0, torch.exp(mid[:, 0, :, None] * A), out=X[:, 0])  # exp(A m) <= 1: may underflow, fine
+        torch.mul(dlu.unsqueeze(-1), Bm.unsqueeze(2), out=X[:, 1:])
+        X[:, 1:].div_(P)
+        return P, X
 
+    def states(self, X: Tensor, inclusive: bool, buf: int) -> Tensor:
+        """``X = [h0-term, w_1..w_T]`` -> ``h0-term + sum_{s <= t}`` (or ``s < t``) of w, into a buffer."""
+        b, n, d, m = X.shape
+        out = self.bufs[buf][:, :n - 1]
+        if self.gemm:
+            M = (self.incl if inclusive else self.excl)[:n - 1, :n]
+            torch.matmul(M, X.view(b, n, d * m), out=out.view(b, n - 1, d * m))
+            return out
+        torch.cumsum(X[:, 1:], 1, out=out).add_(X[:, :1])
+        return out if inclusive else torch.cat([X[:, :1], out[:, :-1]], 1)
 
-def _decays(dc: Tensor, A3: Tensor) -> Tensor:
-    """P = exp(S), S = A * centred cumulative delta: [B, D, N, T], every entry in e^(+-max/2)."""
-    return (dc.unsqueeze(2) * A3).exp_()
+    def reverse(self, R: Tensor, buf: int) -> Tensor:
+        """``sum_{t' >= t} R_t'`` over dim 1 of ``R [B, T, D, N]``, into a buffer."""
+        b, n, d, m = R.shape
+        if not self.gemm:
+            return R.flip(1).cumsum_(1).flip(1)
+        out = self.bufs[buf][:, :n]
+        torch.matmul(self.rev[:n, :n], R.view(b, n, d * m), out=out.view(b, n, d * m))
+        return out
 
 
 class _ChunkedScan(torch.autograd.Function):
     """Selective scan without D; saves only inputs and chunk-start states (see the module doc).
 
-    Inside a chunk ``h_t = P_t (h0 g0 + sum_{s<=t} v_s / P_s)`` with ``v = delta u B``.
+    Inside a chunk ``h_t = P_t (g h0 + sum_{s<=t} v_s / P_s)`` with ``v = delta u B``.
     """
 
     @staticmethod
     def forward(ctx, u, dl, A, Bm, Cm, bounds):
         with _no_autocast(u.device):
-            dc, dlu, A3, g0 = _prepare(u, dl, A, bounds)
-            states = u.new_zeros(len(bounds), u.shape[0], u.shape[1], A.shape[1])
+            dlu = dl * u
+            work = _Work(u, A, max(e - s for s, e in bounds), 3)
+            states = u.new_zeros(len(bounds), u.shape[0], *A.shape)
             y = torch.empty_like(u)
             for k, (s, e) in enumerate(bounds):
-                P = _decays(dc[..., s:e], A3)
-                W = (dlu[..., s:e].unsqueeze(2) * Bm[:, None, :, s:e]).div_(P)
-                W[..., 0].addcmul_(states[k], g0[..., k])
-                W.cumsum_(-1).mul_(P)  # the states h_t of the chunk
+                P, X = work.chunk(dl[:, s:e], dlu[:, s:e], A, Bm[:, s:e], states[k])
+                H = work.states(X, inclusive=True, buf=2).mul_(P)  # the states h_t of the chunk
                 if k + 1 < len(bounds):
-                    states[k + 1] = W[..., -1]
-                y[..., s:e] = W.mul_(Cm[:, None, :, s:e]).sum(2)
+                    states[k + 1] = H[:, -1]
+                y[:, s:e] = (H @ Cm[:, s:e, :, None]).squeeze(-1)
         ctx.save_for_backward(u, dl, A, Bm, Cm, states)
         ctx.bounds = bounds
         return y
@@ -187,36 +210,28 @@ class _ChunkedScan(torch.autograd.Function):
     def backward(ctx, gy):
         u, dl, A, Bm, Cm, states = ctx.saved_tensors
         with _no_autocast(u.device):
-            gy = gy.to(u.dtype)
-            dc, dlu, A3, g0 = _prepare(u, dl, A, ctx.bounds)
-            g1 = torch.exp(dl[..., [s for s, _ in ctx.bounds]].unsqueeze(2) * A3)  # first-step decays
-            A_row = A.unsqueeze(1)  # [D, 1, N]
+            gy, dlu = gy.to(u.dtype).contiguous(), dl * u
+            work = _Work(u, A, max(e - s for s, e in ctx.bounds), 5)
             g_dlu, ddl, dB, dC = (torch.empty_like(t) for t in (u, dl, Bm, Cm))
             dA = torch.zeros_like(A)
             gh = torch.zeros_like(states[0])  # gradient w.r.t. the state leaving the chunk
             for k in reversed(range(len(ctx.bounds))):
                 s, e = ctx.bounds[k]
-                P = _decays(dc[..., s:e], A3)
-                W0 = (dlu[..., s:e].unsqueeze(2) * Bm[:, None, :, s:e]).div_(P)
-                h0 = states[k] * g0[..., k]
-                W0[..., 0] += h0
-                Wc = W0.cumsum(-1)  # h_t / P_t
-                Pg = P * gy[..., s:e].unsqueeze(2)
-                dC[..., s:e] = (Pg * Wc).sum(1)
-                # adjoint: Lam_t = P_t lambda_t = sum_{t' >= t} P_t' C_t' gy_t' (+ outgoing state)
-                R = Pg.mul_(Cm[:, None, :, s:e])
-                R[..., -1].addcmul_(P[..., -1], gh)
-                Lam = R.flip(-1).cumsum_(-1).flip(-1)
-                # dL/d(log decay_t) = lambda_t exp(delta_t A) h_{t-1} = Lam_t (Wc_t - W0_t) (+ h0 at t = 1)
-                Z = Wc.sub_(W0).mul_(Lam)
-                Z[..., 0].addcmul_(Lam[..., 0], h0)
-                lam = Lam.div_(P)
-                g_dlu[..., s:e] = (lam * Bm[:, None, :, s:e]).sum(2)
-                dB[..., s:e] = (lam * dlu[..., s:e].unsqueeze(2)).sum(1)
-                ddl[..., s:e] = (A_row @ Z).squeeze(2)
-                dA += (Z @ dl[..., s:e].unsqueeze(-1)).squeeze(-1).sum(0)
-                gh = lam[..., 0] * g1[..., k]
+                P, X = work.chunk(dl[:, s:e], dlu[:, s:e], A, Bm[:, s:e], states[k])
+                Y = work.states(X, inclusive=False, buf=2).mul_(P)  # exp(delta_t A) h_{t-1} = h_t - v_t
+                dC[:, s:e] = (gy[:, s:e, None, :] @ Y).squeeze(-2)  # + the v_t part, after the loop
+                # adjoint lambda_t = dL/dh_t = sum_{t' >= t} (P_t' / P_t) C_t' gy_t' (+ outgoing state)
+                R = torch.mul(gy[:, s:e, :, None], Cm[:, s:e, None, :], out=work.bufs[3][:, :e - s]).mul_(P)
+                R[:, -1].addcmul_(P[:, -1], gh)
+                lam = work.reverse(R, buf=4).div_(P)
+                Z = Y.mul_(lam)  # dL/d(log decay_t) = lambda_t exp(delta_t A) h_{t-1}
+                g_dlu[:, s:e] = (lam @ Bm[:, s:e, :, None]).squeeze(-1)
+                dB[:, s:e] = (dlu[:, s:e, None, :] @ lam).squeeze(-2)
+                dA += torch.mul(Z, dl[:, s:e, :, None], out=work.bufs[3][:, :e - s]).sum((0, 1))
+                ddl[:, s:e] = Z.mul_(A).sum(-1)
+                gh = lam[:, 0] * torch.exp(dl[:, s, :, None] * A)
             ddl += g_dlu * u
+            dC += Bm * (gy * dlu).sum(2, keepdim=True)
         return g_dlu * dl, ddl, dA, dB, dC, None
 
 
@@ -228,41 +243,40 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     docstring for the chunking, overflow and memory design.
 
     Args:
-        u: inputs ``[B, D, L]``.
-        delta: step sizes ``[B, D, L]`` (> 0).
+        u: inputs ``[B, L, D]``.
+        delta: step sizes ``[B, L, D]`` (> 0).
         A: state matrix ``[D, N]`` (negative).
-        B: input projections ``[B, N, L]``.
-        C: output projections ``[B, N, L]``.
+        B: input projections ``[B, L, N]``.
+        C: output projections ``[B, L, N]``.
         D: skip weights ``[D]`` (optional).
         chunk_size: largest chunk length.
         max_chunk_decay: largest log-decay accumulated inside a chunk (bounds every exponential
             by ``exp(max_chunk_decay / 2)``; at most 120).
 
     Returns:
-        ``y [B, D, L]`` in the compute dtype.
+        ``y [B, L, D]`` in the compute dtype.
     """
-    b, d, n_len = u.shape if u.dim() == 3 else (None, None, None)
+    b, n_len, d = u.shape if u.dim() == 3 else (None, None, None)
     n = A.shape[-1]
-    if b is None or delta.shape != u.shape or A.shape != (d, n) or B.shape != (b, n, n_len) or C.shape != B.shape:
+    if b is None or delta.shape != u.shape or A.shape != (d, n) or B.shape != (b, n_len, n) or C.shape != B.shape:
         raise InputError(
             f"selective_scan got u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)}, "
             f"B {tuple(B.shape)}, C {tuple(C.shape)}",
-            fix="pass u, delta [B, D, L], A [D, N], B, C [B, N, L] (mamba_ssm's layout)")
+            fix="pass u, delta [B, L, D], A [D, N], B, C [B, L, N] (time-major; mamba_ssm uses [B, D, L])")
     if chunk_size < 1 or not 0 < max_chunk_decay <= 120:
         raise ConfigError(f"chunk_size must be >= 1 and max_chunk_decay in (0, 120], got {chunk_size}, "
                           f"{max_chunk_decay}; fix: use the defaults 64 and 40")
     dtype = torch.promote_types(torch.promote_types(u.dtype, delta.dtype), torch.float32)
     with _no_autocast(u.device):
-        u_, dl, A_, B_, C_ = (t.to(dtype) for t in (u, delta, A, B, C))
+        u_, dl, A_, B_, C_ = (t.to(dtype).contiguous() for t in (u, delta, A, B, C))
         if n_len == 0 or b == 0:
             y = u_ * 0
         else:
             with torch.no_grad():
-                step = (dl * A_.abs().amax(1)[:, None]).amax(dim=(0, 1))
-            bounds = plan_chunks(step, chunk_size, max_chunk_decay)
-            y = _ChunkedScan.apply(u_, dl, A_, B_, C_, bounds)
+                step = (dl * A_.abs().amax(1)).amax(dim=(0, 2))
+            y = _ChunkedScan.apply(u_, dl, A_, B_, C_, plan_chunks(step, chunk_size, max_chunk_decay))
         if D is not None:
-            y = y + u_ * D.to(dtype)[:, None]
+            y = y + u_ * D.to(dtype)
     return y
 
 
@@ -338,26 +352,31 @@ class Mamba(nn.Module):
             raise InputError(f"Mamba expects [batch, length, {self.d_model}], got {tuple(x.shape)}",
                              fix="add the batch dimension (x[None]) or project the features to d_model")
         length = x.shape[1]
-        xz = self.in_proj(x).transpose(1, 2)  # [B, 2*d_inner, L]: channel-major like mamba_ssm
-        xs, z = xz.chunk(2, dim=1)
+        xs, z = self.in_proj(x).chunk(2, dim=-1)  # [B, L, d_inner] each
         kernels = self._kernels(x)
+        w = self.conv1d.weight[:, 0]  # [d_inner, d_conv]: tap k sees x_{t - d_conv + 1 + k}
         if kernels is not None and kernels[1] is not None:
-            xs = kernels[1](xs.contiguous(), self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
-        else:
-            xs = F.silu(self.conv1d(xs)[..., :length])
-        dt, Bm, Cm = self.x_proj(xs.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        Bm, Cm = Bm.transpose(1, 2).contiguous(), Cm.transpose(1, 2).contiguous()  # [B, N, L]
+            xs = kernels[1](xs.transpose(1, 2).contiguous(), w, self.conv1d.bias, activation="silu").transpose(1, 2)
+        else:  # causal depthwise convolution as d_conv shifted products: time-major, no transposes
+            xp = F.pad(xs, (0, 0, self.d_conv - 1, 0))
+            conv = xp[:, :length] * w[:, 0]
+            for j in range(1, self.d_conv):
+                conv = conv.addcmul(xp[:, j:j + length], w[:, j])
+            xs = F.silu(conv if self.conv1d.bias is None else conv + self.conv1d.bias)
+        xs = xs.contiguous()
+        dt, Bm, Cm = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         A = -torch.exp(self.A_log.float())
-        if kernels is not None:  # mamba_ssm: softplus, D and the z gate inside the kernel
-            dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)
-            y = kernels[0](xs.contiguous(), dt.contiguous(), A, Bm, Cm, self.D.float(), z=z.contiguous(),
-                           delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        if kernels is not None:  # mamba_ssm layout [B, D, L]; softplus, D and the z gate inside the kernel
+            y = kernels[0](*(t.transpose(1, 2).contiguous() for t in (xs, dt @ self.dt_proj.weight.t())), A,
+                           *(t.transpose(1, 2).contiguous() for t in (Bm, Cm)), self.D.float(),
+                           z=z.transpose(1, 2).contiguous(), delta_bias=self.dt_proj.bias.float(),
+                           delta_softplus=True).transpose(1, 2)
         else:
             with _no_autocast(x.device):  # delta in fp32: softplus of a bf16 logit loses the small steps
                 w, b_ = self.dt_proj.weight, self.dt_proj.bias
                 cdt = torch.promote_types(w.dtype, torch.float32)
-                delta = F.softplus(F.linear(dt.to(cdt), w.to(cdt), b_.to(cdt))).transpose(1, 2)
+                delta = F.softplus(F.linear(dt.to(cdt), w.to(cdt), b_.to(cdt)))
                 y = selective_scan(xs, delta, A, Bm, Cm, self.D, chunk_size=self.chunk_size,
                                    max_chunk_decay=self.max_chunk_decay)
                 y = y * F.silu(z.to(y.dtype))
-        return self.out_proj(y.transpose(1, 2).to(self.out_proj.weight.dtype))
+        return self.out_proj(y.to(self.out_proj.weight.dtype))
