@@ -22,7 +22,11 @@ Usage::
     PYTHONPATH=src python benchmarks/bench_mambamil.py --out /tmp/bench_mambamil.json
     PYTHONPATH=src python benchmarks/bench_mambamil.py --patches 500 --memory-patches 250 500 --repeats 2
 
-Timings on a shared or busy machine are indicative only.
+Timings on a shared or busy machine are indicative only, and multi-threaded ones much worse than
+that: the scan issues thousands of small parallel ops (about 30 per chunk of ~25 patches), and
+when another process holds a core every one of them waits for the descheduled thread, so MambaMIL
+degrades far more than ABMIL (a few large GEMMs). Measure on an idle machine, or compare with
+``--threads 1``.
 """
 
 from __future__ import annotations
