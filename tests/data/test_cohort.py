@@ -339,7 +339,8 @@ def test_validation_cache_reads_each_file_once(raw, monkeypatch):
 
 
 def test_synthetic_to_dataset(tmp_path):
-    from modaltune.data.dataset import FittedState, PatientDataset
+    from modaltune.data.dataset import PatientDataset
+    from modaltune.data.fitted_state import FittedState
     from modaltune.data.splits import make_holdout_split
     from modaltune.synthetic import make_synthetic
 

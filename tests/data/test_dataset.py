@@ -14,7 +14,9 @@ import torch
 
 import modaltune.data.dataset as dsmod
 from modaltune.data.cohort import MANIFEST_COLUMNS, Cohort
-from modaltune.data.dataset import POOLED, FittedState, PatientDataset, collate_single
+from modaltune.data.dataset import PatientDataset
+from modaltune.data.fitted_state import POOLED, FittedState
+from modaltune.data.patient import collate_single
 from modaltune.errors import InputWarning
 
 DIM = 6
@@ -227,8 +229,10 @@ def test_subsampling_train_only_seeded_per_epoch(wsi_cohort):
 def test_cache_avoids_reopening(wsi_cohort, monkeypatch):
     c, s = wsi_cohort
     opened = []
-    real = dsmod.read_features
-    monkeypatch.setattr(dsmod, "read_features", lambda p: opened.append(str(p)) or real(p))
+    import modaltune.data.slides as slides_mod
+
+    real = slides_mod.read_features
+    monkeypatch.setattr(slides_mod, "read_features", lambda p: opened.append(str(p)) or real(p))
     ds = PatientDataset(c, ["P1"], s, train=True, bag_cap=5)
     for epoch in range(3):
         ds.set_epoch(epoch)
