@@ -25,10 +25,11 @@ from modaltune.config import (
     resolve_config,
     shipped_configs,
 )
+from modaltune.data.patient import collate_stack
 from modaltune.errors import ConfigError, InputWarning
 from modaltune.methods.base import CohortInfo, Method
 from modaltune.registry import METHODS
-from modaltune.training.builders import build_method
+from modaltune.runs.builders import build_method
 
 
 def _write(path, data) -> str:
@@ -339,7 +340,7 @@ def test_a_runs_config_yaml_can_be_passed_back(tmp_path, method):
 N_GENES, TEXT_DIM, N_CLASSES, N_BINS = 50, 384, 3, 4
 SMALL_FEATURE_DIM, GIGAPATH_FEATURE_DIM = 64, 1536
 CONFIGS = sorted(shipped_configs())
-METHOD_NAMES = METHODS.names()
+METHOD_NAMES = [n for n in METHODS.names() if not n.startswith("_")]   # built-in methods, not test toys
 
 
 def _pathways() -> list[np.ndarray]:
@@ -364,10 +365,18 @@ def _feature_dim(config: str) -> int:
         else SMALL_FEATURE_DIM
 
 
+#: gene-set names as prepared cohorts have them (including the tumor / microenvironment subspaces)
+PATHWAY_NAMES = ["TUMOR_PROLIFERATION", "TUMOR_INVASION", "TME_IMMUNE", "TME_STROMA", "pathway_4", "pathway_5"]
+REPORT_DIM = 8
+
+
 def _info(cfg: dict, feature_dim: int) -> CohortInfo:
-    return CohortInfo(feature_dim=feature_dim, n_genes=N_GENES, pathways=_pathways(),
-                      pathway_names=[f"pathway_{i}" for i in range(6)], n_classes=N_CLASSES, n_bins=N_BINS,
-                      sites=["BRCA"], text_dim=TEXT_DIM, task=str(cfg["model"].get("task") or "multi"))
+    return CohortInfo(feature_dim=feature_dim, feature_dim_secondary=feature_dim, n_genes=N_GENES,
+                      pathways=_pathways(), pathway_names=list(PATHWAY_NAMES), n_classes=N_CLASSES, n_bins=N_BINS,
+                      class_counts={"BRCA": N_CLASSES}, class_offsets={"BRCA": 0}, sites=["BRCA"], text_dim=TEXT_DIM,
+                      report_dim=REPORT_DIM, task=str(cfg["model"].get("task") or "multi"),
+                      train_class_counts={"BRCA": [5] * N_CLASSES},
+                      gene_variance=[1.0 + 0.1 * i for i in range(N_GENES)])
 
 
 def _build(config: str, method: str):
@@ -411,34 +420,58 @@ def test_shipped_config_builds_method(config, method):
 
 
 def _patient(seed: int = 0, n_patches: int = 20) -> dict:
-    """One patient as PatientDataset yields it (batch size 1, collate_single), with text embeddings."""
+    """One patient as PatientDataset yields it, with every input any method declares."""
     g = torch.Generator().manual_seed(seed)
     return {
         "case_id": "TCGA-AA-0001", "site": "BRCA", "index": 0,
         "bag": torch.randn(n_patches, SMALL_FEATURE_DIM, generator=g),
         "coords": torch.randint(0, 20, (n_patches, 2), generator=g).float() * 256,
+        "bag_secondary": torch.randn(n_patches, SMALL_FEATURE_DIM, generator=g),
+        "coords_secondary": torch.randint(0, 20, (n_patches, 2), generator=g).float() * 512,
         "omics": torch.randn(N_GENES, generator=g),
-        "has_wsi": torch.tensor(True), "has_omics": torch.tensor(True), "has_report": torch.tensor(False),
+        "has_wsi": torch.tensor(True), "has_wsi_secondary": torch.tensor(True), "has_omics": torch.tensor(True),
+        "has_report": torch.tensor(True), "report": "a report", "report_emb": torch.randn(REPORT_DIM, generator=g),
+        "report_tokens": torch.randn(5, REPORT_DIM, generator=g),
         "subtype": torch.tensor(1), "survival_months": torch.tensor(14.0), "event": torch.tensor(1.0),
         "has_survival": torch.tensor(True), "survival_bin": torch.tensor(2),
         "prompts": ["general prompt", "survival prompt", "diagnosis prompt"],
-        "text_emb": torch.randn(3, TEXT_DIM, generator=g), "report": "",
+        "text_emb": torch.randn(3, TEXT_DIM, generator=g),
     }
+
+
+def _batch(cfg: dict, method: str) -> tuple[dict | list, str]:
+    """The patient batched as the method declares (one dict, a list of one, or a stack of one)."""
+    decl = METHODS.get(method).declare(cfg)
+    n = int(cfg["data"]["grid"]) ** 2 if "fixed_bags" in decl.inputs else 20
+    p = _patient(n_patches=n)
+    if decl.batching == "list":
+        return [p], decl.batching
+    if decl.batching == "stack":
+        return collate_stack([p]), decl.batching
+    return p, decl.batching
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_cpu_small_forward(method):
-    _, model = _build("cpu_small", method)
-    batch = _patient()
+    cfg, model = _build("cpu_small", method)
+    batch, batching = _batch(cfg, method)
+    before = copy.deepcopy(batch)
     with torch.no_grad():
-        loss, logs = model.loss(batch)
+        out = model.loss(batch)
+        loss = out.total
         assert loss.dim() == 0 and math.isfinite(float(loss)), f"cpu_small/{method}: loss {loss}"
-        assert isinstance(logs, dict)
+        assert isinstance(out.logs, dict)
         model.eval()
         emb = model.embed(batch)
-    assert emb.dim() == 1 and emb.numel() > 0 and torch.isfinite(emb).all(), f"cpu_small/{method}"
-    # the forward does not modify the patient dict in place
-    again = _patient()
-    for key in ("bag", "omics", "text_emb"):
-        assert torch.equal(batch[key], again[key])
-    assert copy.deepcopy(batch).keys() == again.keys()
+    if batching == "single":
+        assert emb.dim() == 1, f"cpu_small/{method}"
+    else:
+        assert emb.dim() == 2 and emb.shape[0] == 1, f"cpu_small/{method}"
+    assert emb.numel() > 0 and torch.isfinite(emb).all(), f"cpu_small/{method}"
+    # the forward does not modify the patient record in place
+    patients = batch if isinstance(batch, list) else [batch]
+    for now, then in zip(patients, before if isinstance(before, list) else [before]):
+        assert now.keys() == then.keys()
+        for key, value in then.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(now[key], value), (method, key)

@@ -47,6 +47,11 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "n_bins": 4,              # survival bins (quantiles of uncensored training patients)
         "num_workers": 0,
         "magnification": "primary",  # primary | secondary | both
+        "grid": 50,               # side of fixed-size bags (methods declaring fixed_bags): grid**2 patches
+        "eval_batch_size": 1,     # patients per inference batch (batched methods)
+        "train_fraction": 1.0,    # keep this fraction of the training patients (data-efficiency studies)
+        "site_map": None,         # {external site: site of the parent model's vocabulary}
+        "pretrain_only_sites": None,  # sites used by pooled pre-training stages only, never evaluated
     },
     "train": {
         "epochs": 10,
@@ -54,6 +59,12 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "weight_decay": 5.0e-4,
         "warmup_epochs": 2,
         "accumulate": 1,
+        "batch_size": 1,              # patients per step (methods comparing patients need more)
+        "loss_weights": None,         # {loss term: weight}; unnamed terms weigh 1
+        "gradient_policy": "sum",     # sum | pcgrad (between backward and the optimiser step)
+        "schedule": "cosine",         # cosine | constant (after the linear warm-up)
+        "param_groups": None,         # [{match: glob over parameter names, lr, weight_decay}]
+        "init_from": None,            # run directory whose selected weights, state and vocabularies start this run
         "max_steps_per_epoch": None,  # cap on patients per epoch (None = all); for smoke tests only
         "precision": "auto",          # auto = bf16-mixed on GPU, 32 on CPU
         "accelerator": "auto",
@@ -69,6 +80,13 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "path": None,             # local model directory / checkpoint for non-default encoders
         "batch_size": 64,
     },
+    "report": {                   # reports as a modality (methods declaring report inputs)
+        "encoder": "minilm",      # any registered text encoder; BioBERT via hf + path for MICE's setting
+        "path": None,
+        "pooling": "cls",         # cls | mean
+        "normalize": None,        # None = the encoder's default
+        "batch_size": 32,
+    },
     "eval": {
         "logreg_max_iter": 200,
         "logreg_solver": "liblinear",
@@ -78,6 +96,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "ood_sites": None,        # held-out sites for OOD evaluation (None = cohort's ood flag)
     },
     "model": {},
+    "stages": None,               # {stage name: settings of that stage} for multi-stage methods
 }
 
 
@@ -201,8 +220,9 @@ def load_yaml(path: str | Path) -> dict:
 def resolve_config(method: str | None = None, *, file: str | Path | None = None,
                    overrides: Iterable[str] = (), extra: dict | None = None) -> dict:
     """Build the full config for ``method`` from defaults, an optional YAML file and overrides."""
-    from .registry import METHODS
-    from . import methods  # noqa: F401  (registers the methods)
+    from .registry import METHODS, load_builtin
+
+    load_builtin()
 
     user: dict = {}
     per_method: dict = {}
@@ -231,7 +251,17 @@ def resolve_config(method: str | None = None, *, file: str | Path | None = None,
     method_defaults = cls.default_config() if hasattr(cls, "default_config") else {}
     base = deep_merge(base, method_defaults, strict=False)
     user = {k: v for k, v in user.items() if k != "method"}
-    return deep_merge(base, user, strict=True)
+    stages = deep_merge(base.pop("stages", None) or {}, user.pop("stages", None) or {}, strict=False)
+    out = deep_merge(base, user, strict=True)
+    out["stages"] = stages or None
+    known = {st.name: st.method for st in cls.stages(out)}
+    for stage, section in stages.items():
+        if stage not in known:
+            raise ConfigError(f"unknown stage '{stage}' under 'stages' for method '{name}'; its stages are "
+                              f"{list(known)}")
+        if known[stage] == name:   # other methods' stages are checked when the chain is planned
+            deep_merge(out, section or {}, strict=True, path=f"stages.{stage}.")
+    return out
 
 
 def dump_config(cfg: dict, path: str | Path) -> None:

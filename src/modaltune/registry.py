@@ -47,6 +47,17 @@ class Registry(Generic[T]):
         return sorted(self._items.items())
 
 
+def load_builtin() -> None:
+    """Register the built-in methods, slide encoders and text encoders (idempotent).
+
+    The one place where registration by import happens; callers that look a name up call this first.
+    """
+    import importlib
+
+    for module in ("modaltune.methods", "modaltune.encoders.slide", "modaltune.encoders.text"):
+        importlib.import_module(module)
+
+
 METHODS: Registry = Registry("method")
 TEXT_ENCODERS: Registry = Registry("text encoder")
 SLIDE_ENCODERS: Registry = Registry("slide encoder")

@@ -88,7 +88,9 @@ def test_every_baseline_is_registered_with_family_and_labels():
         for name in names:
             cls = METHODS.get(name)
             assert cls.family == family, name
-            assert cls.supervision == "labels"
+            decl = cls.declare(cls.default_config())
+            assert decl.evaluation == "predict" and "text_targets" not in decl.inputs
+            assert cls.task_runs == ("subtype", "survival")
             cfg = cls.default_config()
             assert cfg["model"]["task"] == "subtype" and "epochs" in cfg["train"] and "lr" in cfg["train"]
             # train keys are known engine settings (strict merge raises on unknown keys)
@@ -189,7 +191,7 @@ def _train(m, patients, epochs: int, lr: float = 1e-2, batch: int = 8):
     for _ in range(epochs):
         order = torch.randperm(len(patients), generator=g).tolist()
         for s in range(0, len(order), batch):
-            loss = sum(m.loss(patients[i])[0] for i in order[s:s + batch]) / batch
+            loss = sum(m.loss(patients[i]).total for i in order[s:s + batch]) / batch
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -85,7 +85,10 @@ def test_registered_and_default_config():
     assert m["adapter_blocks"] == 3 and m["n_tokens"] == 64 and m["d_final"] == 256
     assert m["projector"] == "frozen_random" and m["tasks"] == ["general", "survival", "diagnosis"]
     assert cfg["train"]["lr"] == 1e-4 and cfg["train"]["epochs"] == 30
-    assert ModalTune.supervision == "text" and ModalTune.modalities == ("wsi", "omics")
+    decl = ModalTune.declare(cfg)
+    assert decl.evaluation == "probe" and decl.inputs == {"bag", "omics", "text_targets"}
+    ablation = ModalTune.declare({"model": {"text_embedding": False}})
+    assert ablation.evaluation == "predict" and "text_targets" not in ablation.inputs
     assert ModalTune.family == "ModalTune"
 
 
@@ -134,7 +137,7 @@ def test_frozen_encoder_untouched_and_first_block_gets_gradients():
         opt.step()
     # after steps gamma is non-zero, so the first block's injector attention now gets gradients
     opt.zero_grad()
-    model.loss(_batch(7))[0].backward()
+    model.loss(_batch(7)).total.backward()
     assert model.adapter.blocks[0].injector.attn.q.weight.grad.abs().sum() > 0
     for k, v in model.adapter.encoder.state_dict().items():
         assert torch.equal(v, enc_before[k]), k
@@ -243,14 +246,14 @@ def _train_on(patients, steps=60):
     def mean_loss():
         model.eval()
         with torch.no_grad():
-            return float(np.mean([model.loss(p)[0].item() for p in patients]))
+            return float(np.mean([model.loss(p).total.item() for p in patients]))
 
     before = mean_loss()
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
     model.train()
     for step in range(steps):
         opt.zero_grad()
-        model.loss(patients[step % len(patients)])[0].backward()
+        model.loss(patients[step % len(patients)]).total.backward()
         opt.step()
     return before, mean_loss()
 

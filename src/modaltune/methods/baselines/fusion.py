@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ...registry import METHODS
 from ..base import CohortInfo
 from .genomics import OMICS_ENCODER_DEFAULTS, build_omics_branch
-from .heads import LabelMethod, merged_config
+from .label_method import LabelMethod, merged_config
 from .wsi import WSI_ENCODER_DEFAULTS, build_wsi_branch
 
 __all__ = ["kronecker_fusion", "LateFusionMethod"]
@@ -47,8 +47,9 @@ def kronecker_fusion(a: Tensor, b: Tensor) -> Tensor:
 class LateFusionMethod(LabelMethod):
     """WSI branch + Gene Mixer branch, fused by concatenation or Kronecker product."""
 
-    modalities: ClassVar[tuple[str, ...]] = ("wsi", "omics")
+    requires: ClassVar[frozenset[str]] = frozenset({"bag", "omics"})
     family: ClassVar[str] = "Multi-modal"
+    family_order: ClassVar[int] = 30
     wsi_kind: ClassVar[str] = ""
     fusion: ClassVar[str] = "cat"
 
@@ -93,8 +94,10 @@ class LateFusionMethod(LabelMethod):
 def _register(name: str, wsi_kind: str, fusion: str) -> type:
     doc = (f"Late fusion of {wsi_kind} and Gene Mixer by "
            f"{'concatenation' if fusion == 'cat' else 'Kronecker product'}.")
+    label = {"abmil": "ABMIL", "transmil": "TransMIL", "gigapath": "GigaPath"}[wsi_kind]
     cls = type(f"LateFusion_{name}", (LateFusionMethod,), {"wsi_kind": wsi_kind, "fusion": fusion, "__doc__": doc,
-                                                         "__module__": __name__})
+                                                         "__module__": __name__,
+                                                         "display_name": f"{label} ({fusion if fusion == 'cat' else 'KP'})"})
     globals()[cls.__name__] = cls  # importable by name (pickling, introspection)
     return METHODS.register(name)(cls)
 

@@ -26,7 +26,8 @@ from ...encoders.genomics import MLPEncoder, SNNEncoder, SparsePathwayMLP
 from ...errors import ConfigError
 from ...registry import METHODS
 from ..base import CohortInfo
-from .heads import LabelMethod, as_omics, cohort_pathways, has_omics, merged_config
+from ..inputs import as_omics, has_omics
+from .label_method import LabelMethod, cohort_pathways, merged_config
 
 __all__ = ["OmicsBranch", "OMICS_ENCODER_DEFAULTS", "build_omics_branch", "MLPMethod", "SNNMethod",
            "SMLPMethod", "GeneMixerMethod"]
@@ -85,8 +86,9 @@ def build_omics_branch(kind: str, m: dict, info: CohortInfo) -> OmicsBranch:
 
 
 class _OmicsMethod(LabelMethod):
-    modalities: ClassVar[tuple[str, ...]] = ("omics",)
+    requires: ClassVar[frozenset[str]] = frozenset({"omics"})
     family: ClassVar[str] = "Genomics"
+    family_order: ClassVar[int] = 20
     kind: ClassVar[str] = ""
 
     @classmethod
@@ -108,6 +110,7 @@ class MLPMethod(_OmicsMethod):
     """MLP on bulk transcriptomics + linear head."""
 
     kind = "mlp"
+    display_name = "MLP"
 
 
 @METHODS.register("snn")
@@ -115,6 +118,7 @@ class SNNMethod(_OmicsMethod):
     """SNN (Klambauer et al. 2017) on bulk transcriptomics + linear head."""
 
     kind = "snn"
+    display_name = "SNN"
 
 
 @METHODS.register("smlp")
@@ -122,6 +126,7 @@ class SMLPMethod(_OmicsMethod):
     """S-MLP (P-NET style sparse gene -> pathway network) + linear head."""
 
     kind = "smlp"
+    display_name = "S-MLP"
 
 
 @METHODS.register("gene_mixer")
@@ -129,3 +134,4 @@ class GeneMixerMethod(_OmicsMethod):
     """Gene Mixer: ModalTune's transcriptomics encoder, mean-pooled, + linear head."""
 
     kind = "gene_mixer"
+    display_name = "Gene Mixer"

@@ -39,7 +39,8 @@ from ...encoders.omics import PathwayTokenizer
 from ...errors import ConfigError
 from ...registry import METHODS
 from ..base import CohortInfo
-from .heads import LabelMethod, as_bag, as_omics, cohort_pathways, has_bag, has_omics, merged_config
+from ..inputs import as_bag, as_omics, has_bag, has_omics
+from .label_method import LabelMethod, cohort_pathways, merged_config
 
 __all__ = ["SurvPathAttention", "MCATMethod", "SurvPathMethod"]
 
@@ -80,11 +81,14 @@ class MCATMethod(LabelMethod):
     """MCAT (Chen et al. 2021): genomic-guided co-attention + per-modality transformers,
     gated attention pooling and concatenation fusion."""
 
-    modalities: ClassVar[tuple[str, ...]] = ("wsi", "omics")
+    requires: ClassVar[frozenset[str]] = frozenset({"bag", "omics"})
     family: ClassVar[str] = "Multi-modal"
+    family_order: ClassVar[int] = 30
+    display_name: ClassVar[str] = "MCAT"
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
+        """MCAT's settings (width, heads, layers, dropout) on the shared baseline schedule."""
         return merged_config({"dim": 256, "heads": 8, "layers": 2, "ff_dim": 512, "dropout": 0.25})
 
     def __init__(self, cfg: dict, info: CohortInfo):
@@ -162,8 +166,10 @@ class SurvPathMethod(LabelMethod):
     """SurvPath (Jaume et al. 2024): one sparse multimodal attention layer over pathway and patch
     tokens, mean pooling per modality, concatenation, MLP + task head."""
 
-    modalities: ClassVar[tuple[str, ...]] = ("wsi", "omics")
+    requires: ClassVar[frozenset[str]] = frozenset({"bag", "omics"})
     family: ClassVar[str] = "Multi-modal"
+    family_order: ClassVar[int] = 30
+    display_name: ClassVar[str] = "SurvPath"
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:

@@ -22,9 +22,10 @@ from torch import Tensor, nn
 
 from ...encoders.mil import ABMIL, TransMIL
 from ...errors import ConfigError
-from ...registry import METHODS
+from ...registry import METHODS, SLIDE_ENCODERS
 from ..base import CohortInfo
-from .heads import LabelMethod, as_bag, has_bag, merged_config
+from ..inputs import as_bag, has_bag
+from .label_method import LabelMethod, merged_config
 
 __all__ = ["WSIBranch", "WSI_ENCODER_DEFAULTS", "build_wsi_branch", "ABMILMethod", "TransMILMethod",
            "GigaPathTunedMethod"]
@@ -42,25 +43,16 @@ WSI_ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 class _LongNetMIL(nn.Module):
-    """Adapts the LongNet slide encoder to ``forward_features(bag, coords)``."""
+    """Adapts the LongNet slide encoder (the registered ``longnet`` factory) to
+    ``forward_features(bag, coords)``."""
 
     def __init__(self, in_dim: int, size: str, slide_kwargs: dict, checkpoint: str | None):
         super().__init__()
-        from ...encoders.slide.longnet import LongNetConfig, LongNetSlideEncoder, load_gigapath_checkpoint
-
-        kw = {k: v for k, v in (slide_kwargs or {}).items() if v is not None}
-        if size == "small":
-            cfg = LongNetConfig.small(in_dim, **kw)
-        elif size == "gigapath":
-            cfg = LongNetConfig.gigapath(**{"in_dim": in_dim, **kw})
-        else:
-            raise ConfigError(f"model.slide_size must be 'small' or 'gigapath', got {size!r}")
-        self.encoder = LongNetSlideEncoder(cfg)
-        if checkpoint:
-            load_gigapath_checkpoint(self.encoder, checkpoint, strict=False)
-        self.out_dim = int(cfg.dim)
+        self.encoder = SLIDE_ENCODERS.get("longnet")(size, in_dim, slide_kwargs, checkpoint, warn_random=False)
+        self.out_dim = int(self.encoder.cfg.dim)
 
     def forward_features(self, bag: Tensor, coords: Tensor | None) -> Tensor:
+        """Slide embedding [B, dim] of a bag [B, N, D] at level-0 coordinates [B, N, 2]."""
         if coords is None:
             coords = torch.zeros(*bag.shape[:2], 2, device=bag.device)
         return self.encoder(bag, coords.float())
@@ -104,8 +96,9 @@ def build_wsi_branch(kind: str, m: dict, info: CohortInfo) -> WSIBranch:
 
 
 class _WSIMethod(LabelMethod):
-    modalities: ClassVar[tuple[str, ...]] = ("wsi",)
+    requires: ClassVar[frozenset[str]] = frozenset({"bag"})
     family: ClassVar[str] = "WSI"
+    family_order: ClassVar[int] = 10
     kind: ClassVar[str] = ""
     train_overrides: ClassVar[dict[str, Any]] = {}
 
@@ -127,6 +120,7 @@ class ABMILMethod(_WSIMethod):
     """ABMIL (Ilse et al. 2018) baseline: gated attention pooling + linear head."""
 
     kind = "abmil"
+    display_name = "ABMIL"
 
 
 @METHODS.register("transmil")
@@ -134,6 +128,7 @@ class TransMILMethod(_WSIMethod):
     """TransMIL (Shao et al. 2021) baseline: class-token embedding + linear head."""
 
     kind = "transmil"
+    display_name = "TransMIL"
 
 
 @METHODS.register("gigapath_tuned")
@@ -141,4 +136,5 @@ class GigaPathTunedMethod(_WSIMethod):
     """GigaPath (tuned): LongNet slide encoder fine-tuned end to end + linear head."""
 
     kind = "gigapath"
+    display_name = "GigaPath tuned"
     train_overrides = {"lr": 5e-5}

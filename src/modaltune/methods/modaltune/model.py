@@ -32,25 +32,22 @@ one without WSI (empty bag) runs the encoder on its [CLS] token alone.
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from ...data.prompts import TASKS as PROMPT_TASKS
 from ...encoders.omics import TranscriptomicsEncoder, chunk_pathways
 from ...errors import ConfigError, InputError, warn_input
-from ...registry import METHODS
+from ...registry import METHODS, SLIDE_ENCODERS
+from ..base import CohortInfo, Declaration, LossOutput, Method
 from ..losses import cross_entropy, kl_text_loss, nll_survival_loss, survival_risk
-from ..base import CohortInfo, Method
 from .adapter import ModalAdapter
 
 __all__ = ["ModalTune", "TextProjector", "PROMPT_TASKS", "build_slide_encoder"]
 
-#: Row order of ``batch["text_emb"]`` (``modaltune.data.prompts.TASKS``).
-PROMPT_TASKS: tuple[str, ...] = ("general", "survival", "diagnosis")
 PROJECTORS = ("frozen_random", "none", "trainable", "model_side")
 
 
@@ -77,57 +74,38 @@ def _seeded_projector(in_dim: int, out_dim: int, seed: int) -> TextProjector:
 
 
 def build_slide_encoder(model_cfg: dict, feature_dim: int) -> tuple[nn.Module, int]:
-    """Build the LongNet slide encoder from ``model.encoder_size`` / ``encoder`` / ``checkpoint``."""
-    from ...encoders.slide.longnet import LongNetConfig, LongNetSlideEncoder, load_gigapath_checkpoint
-
-    size = model_cfg.get("encoder_size", "gigapath")
+    """The LongNet slide encoder of ``model.encoder_size`` / ``encoder`` / ``checkpoint``, built by the
+    registered ``longnet`` factory; returns it with its width."""
     overrides = dict(model_cfg.get("encoder") or {})
-    if size == "gigapath":
-        cfg = LongNetConfig.gigapath()
-    elif size == "small":
-        cfg = LongNetConfig.small(overrides.pop("in_dim", feature_dim))
-    else:
-        raise ConfigError(f"model.encoder_size must be 'gigapath' or 'small', got '{size}'")
-    ckpt = model_cfg.get("checkpoint")
-    in_dim = overrides.pop("in_dim", None)
-    if in_dim is None:
-        in_dim = feature_dim
-    if ckpt is not None and int(cfg.in_dim) != int(in_dim):
-        raise InputError(f"the GigaPath checkpoint expects {cfg.in_dim}-d tile features but the cohort "
-                         f"has {in_dim}-d features", file=ckpt,
-                         fix="extract tile features with the Prov-GigaPath tile encoder (1536-d), or "
-                             "drop model.checkpoint to train on a randomly initialised encoder")
-    overrides["in_dim"] = int(in_dim)
-    fields = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else None
-    if fields is not None:
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ConfigError(f"unknown model.encoder keys {unknown}; known: {sorted(fields)}")
-        cfg = dataclasses.replace(cfg, **overrides)
-    else:
-        for k, v in overrides.items():
-            setattr(cfg, k, v)
-    encoder = LongNetSlideEncoder(cfg)
-    if ckpt is None:
-        warn_input("model.checkpoint is null: the slide encoder is randomly initialised and frozen, "
-                   "so results are not those of Prov-GigaPath",
-                   fix="set model.checkpoint to Prov-GigaPath's slide_encoder.pth for the paper's setting")
-    else:
-        load_gigapath_checkpoint(encoder, ckpt, strict=False)
-    return encoder, int(cfg.dim)
+    in_dim = int(overrides.pop("in_dim", None) or feature_dim)
+    encoder = SLIDE_ENCODERS.get("longnet")(str(model_cfg.get("encoder_size", "gigapath")), in_dim, overrides,
+                                            model_cfg.get("checkpoint"))
+    return encoder, int(encoder.cfg.dim)
 
 
 @METHODS.register("modaltune")
 class ModalTune(Method):
     """ModalTune: frozen slide encoder + Modal Adapter, multi-task text-embedding supervision."""
 
-    modalities: ClassVar[tuple[str, ...]] = ("wsi", "omics")
-    supervision: ClassVar[str] = "text"
+    requires: ClassVar[frozenset[str]] = frozenset({"bag", "omics", "text_targets"})
+    evaluation: ClassVar[str] = "probe"
     tasks: ClassVar[tuple[str, ...]] = ("subtype", "survival")
     family: ClassVar[str] = "ModalTune"
+    family_order: ClassVar[int] = 40
+    display_name: ClassVar[str] = "ModalTune"
+    loss_terms: ClassVar[tuple[str, ...]] = ("kl", "ce", "nll")
+
+    @classmethod
+    def declare(cls, cfg: Mapping[str, Any]) -> Declaration:
+        """Text-supervised and probed; with ``model.text_embedding: false`` (the No Text Embedding
+        ablation) label-trained and scored on its own predictions."""
+        if (cfg.get("model") or {}).get("text_embedding") is False:
+            return Declaration(inputs=frozenset({"bag", "omics"}), evaluation="predict", tasks=cls.tasks)
+        return Declaration(inputs=cls.requires, evaluation="probe", tasks=cls.tasks)
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
+        """The paper's settings (Table 6)."""
         return {
             "model": {
                 "encoder_size": "gigapath",   # gigapath (12 x 768) | small
@@ -297,27 +275,34 @@ class ModalTune(Method):
             y = self.projector(y)
         return y
 
+    def _subtype_logits(self, z: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The patient's site's subtype logits (a pooled head gives each site its own)."""
+        out = self.subtype_head(z[self._task_index("diagnosis")])
+        return out[self.info.subtype_slice(str(batch.get("site", "")))]
+
     def _task_index(self, name: str) -> int:
         return self.task_names.index(name) if name in self.task_names else self.general_index
 
     # ------------------------------------------------------------------ Method API
-    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: dict) -> LossOutput:
+        """KL to the text targets (or, in the No Text Embedding ablation, CE + NLL on labels)."""
         z = self.forward(batch)                                     # [T, d_final]
         if self.mcfg["text_embedding"]:
             y = self._text_targets(batch)
             if self.model_projector is not None:
                 z = self.model_projector(z)
             loss = kl_text_loss(z, y, scale=float(self.mcfg["kl_scale"]))
-            return loss, {"kl": float(loss.detach())}
+            return LossOutput({"kl": loss}, {"kl": float(loss.detach())})
         logs: dict[str, float] = {}
         loss = z.sum() * 0.0
         task = getattr(self.info, "task", "multi")
         dev = z.device
+        terms: dict[str, torch.Tensor] = {}
         if task in ("subtype", "multi"):
             sub = int(torch.as_tensor(batch.get("subtype", -1)).item())
             if sub >= 0:
-                ce = cross_entropy(self.subtype_head(z[self._task_index("diagnosis")]),
-                                   torch.tensor(sub, device=dev))
+                ce = cross_entropy(self._subtype_logits(z, batch), torch.tensor(sub, device=dev))
+                terms["ce"] = ce
                 loss = loss + ce
                 logs["ce"] = float(ce.detach())
         if task in ("survival", "multi"):
@@ -328,10 +313,11 @@ class ModalTune(Method):
                                         torch.tensor(b, device=dev),
                                         torch.as_tensor(batch["event"], device=dev).float(),
                                         alpha=float(self.mcfg["nll_alpha"]))
+                terms["nll"] = nll
                 loss = loss + nll
                 logs["nll"] = float(nll.detach())
         logs["loss"] = float(loss.detach())
-        return loss, logs
+        return LossOutput(terms or {"loss": loss}, logs)
 
     @contextlib.contextmanager
     def _eval_mode(self):
@@ -349,17 +335,12 @@ class ModalTune(Method):
             ids = self.task_ids[self.general_index:self.general_index + 1]
             return self.forward(batch, ids)[0]
 
-    def embed_all_tasks(self, batch: dict) -> torch.Tensor:
-        """``[T, d_final]`` outputs of every task (eval mode, no grad)."""
-        with self._eval_mode():
-            return self.forward(batch)
-
     def predict(self, batch: dict) -> dict[str, torch.Tensor | None]:
         if self.mcfg["text_embedding"]:
             return {"logits": None, "risk": None}
         with self._eval_mode():
             z = self.forward(batch)
-            logits = self.subtype_head(z[self._task_index("diagnosis")])
+            logits = self._subtype_logits(z, batch)
             risk = survival_risk(self.survival_head(z[self._task_index("survival")]))
         return {"logits": logits, "risk": risk}
 

@@ -1,11 +1,17 @@
-"""Shared pieces of the label-supervised baselines: task head, label loss, base class.
+"""The base of the label-trained baselines: task head, label loss, shared declaration.
 
 Every baseline of ModalTune Sec. 4.2 is trained single-task: ``cfg["model"]["task"]`` is
-``"subtype"`` (``info.n_classes`` logits, cross-entropy; patients with ``subtype == -1``, the
+``"subtype"`` (cross-entropy over the patient's site's classes; patients with ``subtype == -1``, the
 rare set or unknown, contribute no loss) or ``"survival"`` (``info.n_bins`` discrete-time hazard
-logits, the NLL of Zadeh & Schmid as used by MCAT/SurvPath with ``alpha``; patients without
-survival or with an unknown bin contribute no loss). A patient that contributes no loss gets a
-zero that still carries the graph (``(0 * output).sum()``).
+logits, the NLL of Zadeh & Schmid as used by MCAT/SurvPath with ``alpha``; patients without survival
+or with an unknown bin contribute no loss). A patient that contributes no loss gets a zero that
+still carries the graph (``(0 * output).sum()``). A benchmark trains one run per task
+(``task_runs``).
+
+The subtype head is site-aware (:meth:`~modaltune.methods.base.CohortInfo.subtype_slice`): trained
+on one site it is that site's head, as in the paper; pooled over several sites (``:pan``) each site
+owns its own logits, so class 0 of one site is never class 0 of another, and predictions are the
+arg-max over the patient's own site's classes.
 
 A subclass of :class:`LabelMethod` only builds its encoder(s) and implements
 :meth:`LabelMethod.represent` (one patient -> penultimate representation ``[1,H]``); the head,
@@ -21,13 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ..base import CohortInfo, LossOutput, Method
+from ..inputs import flag, scalar
 from ..losses import nll_survival_loss, survival_risk
-from ..base import CohortInfo, Method
 
 TASKS = ("subtype", "survival")
 
-__all__ = ["TASKS", "TaskHead", "label_loss", "LabelMethod", "as_bag", "as_omics", "flag",
-           "merged_config", "cohort_pathways", "has_bag", "has_omics"]
+__all__ = ["TASKS", "TaskHead", "label_loss", "LabelMethod", "merged_config", "cohort_pathways"]
 
 
 class TaskHead(nn.Module):
@@ -43,68 +49,29 @@ class TaskHead(nn.Module):
         self.fc = nn.Linear(in_dim, self.n_out)
 
     def forward(self, h: Tensor) -> Tensor:
+        """Logits of a representation."""
         return self.fc(self.drop(h))
 
 
-def _scalar(batch: dict, key: str, default: float | int | bool) -> Tensor:
-    v = batch.get(key, default)
-    if not torch.is_tensor(v):
-        v = torch.tensor(v)
-    return v.reshape(-1)[0] if v.numel() else torch.tensor(default)
-
-
-def flag(batch: dict, key: str, default: bool = True) -> bool:
-    """A patient-level boolean (``has_wsi``, ...) as a Python bool."""
-    return bool(_scalar(batch, key, default).item())
-
-
 def label_loss(task: str, out: Tensor, batch: dict, alpha: float = 0.4) -> tuple[Tensor, dict[str, float]]:
-    """Loss of one patient's head output ``out`` ([K] or [1,K]).
+    """Loss of one patient's head output ``out`` ([K] or [1,K]; for subtypes, the site's logits).
 
     Returns ``(loss, logs)``; ``logs["counted"]`` is 1.0 when the patient contributed a loss.
     """
     out = out.reshape(-1).float()
     if task == "subtype":
-        y = int(_scalar(batch, "subtype", -1).item())
+        y = int(scalar(batch, "subtype", -1).item())
         if y < 0:
             return (0 * out).sum(), {"loss": 0.0, "counted": 0.0}
         loss = F.cross_entropy(out.unsqueeze(0), torch.tensor([y], device=out.device))
     else:
-        b = int(_scalar(batch, "survival_bin", -1).item())
+        b = int(scalar(batch, "survival_bin", -1).item())
         if not flag(batch, "has_survival", True) or b < 0:
             return (0 * out).sum(), {"loss": 0.0, "counted": 0.0}
-        event = _scalar(batch, "event", 0.0).float().to(out.device)
+        event = scalar(batch, "event", 0.0).float().to(out.device)
         loss = nll_survival_loss(out, torch.tensor(b, device=out.device), event, alpha=alpha)
         loss = loss.reshape(-1).mean()
     return loss, {"loss": float(loss.detach()), "counted": 1.0}
-
-
-def as_bag(batch: dict, device: torch.device) -> tuple[Tensor, Tensor | None]:
-    """The patient's bag as [1,N,D] (and coords [1,N,2] when present)."""
-    bag = batch["bag"]
-    if bag.dim() == 2:
-        bag = bag.unsqueeze(0)
-    coords = batch.get("coords")
-    if coords is not None and coords.dim() == 2:
-        coords = coords.unsqueeze(0)
-    return bag.to(device), (coords.to(device) if coords is not None else None)
-
-
-def as_omics(batch: dict, device: torch.device) -> Tensor:
-    """The patient's omics as [1,G]."""
-    x = batch["omics"]
-    return (x.unsqueeze(0) if x.dim() == 1 else x).to(device).float()
-
-
-def has_bag(batch: dict) -> bool:
-    """True when the patient has a WSI bag with at least one patch."""
-    bag = batch.get("bag")
-    return flag(batch, "has_wsi", True) and bag is not None and bag.shape[-2] > 0
-
-
-def has_omics(batch: dict) -> bool:
-    """True when the patient has transcriptomics."""
-    return flag(batch, "has_omics", True) and batch.get("omics") is not None
 
 
 class LabelMethod(Method):
@@ -115,16 +82,24 @@ class LabelMethod(Method):
     Subclasses set ``self.head = self.make_head(H)`` and implement :meth:`represent`.
     """
 
-    supervision: ClassVar[str] = "labels"
+    evaluation: ClassVar[str] = "predict"
     tasks: ClassVar[tuple[str, ...]] = TASKS
+    task_runs: ClassVar[tuple[str, ...]] = TASKS
+    loss_terms: ClassVar[tuple[str, ...]] = ("loss",)
 
     @classmethod
     def base_config(cls) -> dict[str, Any]:
+        """Settings every baseline shares (model task, head, schedule)."""
         return {
             "model": {"task": "subtype", "head_dropout": 0.0, "surv_alpha": 0.4},
             "train": {"epochs": 20, "lr": 2e-4, "weight_decay": 1e-5, "warmup_epochs": 1,
                       "accumulate": 32},
         }
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """The shared settings (subclasses add their encoder's with :func:`merged_config`)."""
+        return cls.base_config()
 
     def __init__(self, cfg: dict, info: CohortInfo):
         super().__init__(cfg, info)
@@ -136,10 +111,12 @@ class LabelMethod(Method):
                               f"'{getattr(self, 'registry_name', type(self).__name__)}', got {self.task!r}")
 
     def make_head(self, in_dim: int) -> TaskHead:
+        """The task head on a representation of width ``in_dim``."""
         return TaskHead(in_dim, self.task, self.info.n_classes, self.info.n_bins, self.mcfg.get("head_dropout", 0.0))
 
     @property
     def device(self) -> torch.device:
+        """Device of the method's parameters."""
         return next(self.parameters()).device
 
     def represent(self, batch: dict) -> Tensor:
@@ -150,16 +127,27 @@ class LabelMethod(Method):
         """Head output [K] of one patient."""
         return self.head(self.represent(batch)).reshape(-1)
 
-    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        return label_loss(self.task, self(batch), batch, self.mcfg.get("surv_alpha", 0.4))
+    def site_logits(self, out: Tensor, batch: dict) -> Tensor:
+        """The patient's own site's subtype logits of a head output ``[K]``."""
+        return out[self.info.subtype_slice(str(batch.get("site", "")))]
+
+    def loss(self, batch: dict) -> LossOutput:
+        """The task loss of one patient (one term, ``loss``)."""
+        out = self(batch)
+        if self.task == "subtype":
+            out = self.site_logits(out, batch)
+        loss, logs = label_loss(self.task, out, batch, self.mcfg.get("surv_alpha", 0.4))
+        return LossOutput({"loss": loss}, logs)
 
     def embed(self, batch: dict) -> Tensor:
+        """The penultimate representation ``[H]``."""
         return self.represent(batch).reshape(-1)
 
     def predict(self, batch: dict) -> dict[str, Tensor | None]:
+        """Subtype logits of the patient's site, or the survival risk."""
         out = self(batch).float()
         if self.task == "subtype":
-            return {"logits": out, "risk": None}
+            return {"logits": self.site_logits(out, batch), "risk": None}
         return {"logits": None, "risk": survival_risk(out).reshape(())}
 
 
