@@ -33,15 +33,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed for split, initialisation and data order")
 
 
-def _resolve(args, method: str | None):
-    from .config import resolve_config
-
-    overrides = list(args.overrides)
-    if getattr(args, "seed", None) is not None:
-        overrides.append(f"seed={args.seed}")
-    return resolve_config(method, file=args.config, overrides=overrides)
-
-
 def cmd_synth(args) -> int:
     from .synthetic import make_synthetic
 
@@ -102,12 +93,12 @@ def _column_map(items: list[str]) -> dict[str, str] | None:
 
 
 def cmd_train(args) -> int:
+    from .chains import train_chain
     from .data.cohort import Cohort
-    from .pipeline import train
 
-    cfg = _resolve(args, args.method)
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if getattr(args, "seed", None) is not None else [])
     cohort = Cohort.load(args.cohort)
-    runs = train(cfg, cohort, args.out, resume=args.resume)
+    runs = train_chain(args.method, cohort, args.out, config=args.config, overrides=overrides, resume=args.resume)
     if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0:
         for r in runs:    # once, not once per DDP process
             print(f"run written to {r}")
@@ -130,7 +121,7 @@ def cmd_embed(args) -> int:
     import numpy as np
 
     from .data.cohort import Cohort
-    from .training.engine import embed_run
+    from .runs.evaluate import embed_run
 
     cohort = Cohort.load(args.cohort) if args.cohort else None
     for run in _run_dirs(args.run_dir):
@@ -142,21 +133,15 @@ def cmd_embed(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .chains import evaluate_with_ood
     from .data.cohort import Cohort
     from .evaluation.report import print_metrics
-    from .training.engine import evaluate_ood, evaluate_run
-    from .pipeline import resolve_split
-    from .config import load_yaml
 
     cohort = Cohort.load(args.cohort) if args.cohort else None
     for run in _run_dirs(args.run_dir):
-        metrics = evaluate_run(run, cohort=cohort)
+        metrics, ood = evaluate_with_ood(run, cohort=cohort, ood=args.ood)
         print_metrics(metrics, title=f"{run}")
-        if args.ood:
-            c = cohort or Cohort.load(load_yaml(run / "config.yaml").get("cohort"))
-            cfg = load_yaml(run / "config.yaml")
-            ood_sites = [s.strip() for s in args.ood.split(",")] if args.ood != "auto" else list(c.ood_sites)
-            ood = evaluate_ood(run, c, ood_sites, resolve_split(cfg, c))
+        if ood is not None:
             print_metrics(ood, title=f"{run} (OOD)")
     return 0
 
@@ -173,6 +158,7 @@ def cmd_benchmark(args) -> int:
         overrides=args.overrides,
         out=args.out,
         ood=not args.no_ood,
+        folds=args.folds,
     )
     return 0
 
@@ -185,12 +171,17 @@ def cmd_demo(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from . import methods  # noqa: F401
-    from .registry import METHODS
+    from .config import resolve_config
+    from .registry import METHODS, load_builtin
 
+    load_builtin()
+
+    print(f"{'method':18s} {'family':14s} {'evaluation':10s} {'stages':24s} inputs")
     for name, cls in METHODS.items():
-        mods = ",".join(getattr(cls, "modalities", ()))
-        print(f"{name:18s} {getattr(cls, 'family', ''):12s} {getattr(cls, 'supervision', ''):7s} {mods}")
+        cfg = resolve_config(name)
+        decl = cls.declare(cfg)
+        stages = " -> ".join(s.name if s.method == name else f"{s.name}({s.method})" for s in cls.stages(cfg))
+        print(f"{name:18s} {cls.family:14s} {decl.evaluation:10s} {stages:24s} {', '.join(sorted(decl.inputs))}")
     return 0
 
 
@@ -261,8 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("benchmark", help="methods x sites x seeds with Table-2/3 style tables")
     s.add_argument("--cohort", type=Path, required=True)
     s.add_argument("--methods", required=True, help="comma-separated method names")
-    s.add_argument("--sites", help="comma-separated sites (default: all in-domain sites)")
+    s.add_argument("--sites", help="comma-separated sites or TCGA project ids (default: all in-domain sites)")
     s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--folds", type=int, help="k-fold cross-validation with K folds (validation carved from each "
+                                              "training fold); tables give mean ± std over folds x seeds")
     s.add_argument("--no-ood", action="store_true", help="skip the out-of-distribution table")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--config", type=Path, help="YAML applied to every method")

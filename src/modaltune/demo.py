@@ -117,8 +117,8 @@ def run_demo(out: str | Path = "modaltune_demo", *, quick: bool = False, seed: i
     if methods is None:
         methods = ["modaltune", "modaltune:pan"] + (list(DEMO_BASELINES) if benchmark else [])
     print(f"[3/3] train and evaluate {', '.join(methods)} -> {bench_dir}")
-    bench = Benchmark(cohort_dir, methods, None, [seed], "cpu_small", list(QUICK_OVERRIDES) if quick else [],
-                      bench_dir, ood=True,
+    bench = Benchmark(cohort_dir, methods, seeds=[seed], config="cpu_small",
+                      overrides=list(QUICK_OVERRIDES) if quick else [], out=bench_dir, ood=True,
                       ood_supervised=[m for m in methods if m in ("abmil_cat",)][:1])
     bench.run_in_domain()
     bench.run_ood()

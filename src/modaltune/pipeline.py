@@ -1,23 +1,33 @@
-"""Orchestration shared by the CLI, the demo and the benchmark runner.
+"""Orchestration shared by the CLI, the demo and the benchmark runner: which patients a run sees.
 
-It answers three questions the same way everywhere: which patients a run sees (sites
-and split), where split files live (beside the cohort, so every method of a benchmark
-uses the same split), and how per-site versus pan-cancer runs are laid out on disk.
+It answers the same way everywhere: which sites (names as the cohort has them, or the TCGA project
+ids users have in their tables), which split (written once beside the cohort, so every method of a
+benchmark sees the same patients; k-fold with a validation part carved from each training fold),
+which fraction of the training part (data-efficiency studies: nested, stratified by site and event,
+validation and test parts untouched), and how per-site versus pooled runs are laid out on disk.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from .data.cohort import Cohort
+from .data.labels import SITE_OF_PROJECT
 from .data.splits import load_split, make_holdout_split, make_kfold_splits, save_split
 from .errors import ConfigError
+
+__all__ = ["SPLIT_NAMES", "split_seed", "resolve_split", "subsample_train", "in_domain_sites", "resolve_site_names",
+           "select_sites", "restrict_split", "plan_runs"]
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
 def split_seed(cfg: dict) -> int:
+    """``data.split_seed``, or the run's seed when it is unset."""
     s = cfg["data"].get("split_seed")
     return int(cfg["seed"] if s is None else s)
 
@@ -25,8 +35,9 @@ def split_seed(cfg: dict) -> int:
 def resolve_split(cfg: dict, cohort: Cohort) -> dict[str, list[str]]:
     """Return the patient split the config asks for, creating and saving it beside the cohort.
 
-    Split files are written once under ``COHORT/splits/`` and re-read afterwards, so that
-    every method and every re-run with the same seed sees exactly the same patients.
+    Split files are written once under ``COHORT/splits/`` and re-read afterwards, so that every
+    method and every re-run with the same seed sees exactly the same patients. ``data.train_fraction``
+    below 1 keeps a nested, stratified part of the training patients (:func:`subsample_train`).
     """
     data = cfg["data"]
     kind = data["split"]
@@ -34,50 +45,119 @@ def resolve_split(cfg: dict, cohort: Cohort) -> dict[str, list[str]]:
     if kind == "file":
         if not data.get("split_file"):
             raise ConfigError("data.split is 'file' but data.split_file is not set")
-        return load_split(data["split_file"], manifest)
-    seed = split_seed(cfg)
+        split = load_split(data["split_file"], manifest)
+    elif kind == "holdout":
+        path = Path(cohort.root) / "splits" / f"holdout_seed{split_seed(cfg)}.csv"
+        if path.exists():
+            split = load_split(path, manifest)
+        else:
+            split = make_holdout_split(manifest, split_seed(cfg))
+            save_split(split, path)
+    elif kind == "kfold":
+        split = _kfold(cfg, cohort)
+    else:
+        raise ConfigError(f"data.split must be holdout, kfold or file, not '{kind}'")
+    fraction = float(data.get("train_fraction") if data.get("train_fraction") is not None else 1.0)
+    return subsample_train(split, cohort, fraction, split_seed(cfg)) if fraction < 1.0 else split
+
+
+def _kfold(cfg: dict, cohort: Cohort) -> dict[str, list[str]]:
+    data, seed = cfg["data"], split_seed(cfg)
+    k, fold = int(data["n_folds"]), int(data["fold"])
+    if not 0 <= fold < k:
+        raise ConfigError(f"data.fold={fold} must be in [0, {k - 1}] for data.n_folds={k}")
     split_dir = Path(cohort.root) / "splits"
-    if kind == "holdout":
-        path = split_dir / f"holdout_seed{seed}.csv"
-        if path.exists():
-            return load_split(path, manifest)
-        split = make_holdout_split(manifest, seed)
-        save_split(split, path)
-        return split
-    if kind == "kfold":
-        k, fold = int(data["n_folds"]), int(data["fold"])
-        if not 0 <= fold < k:
-            raise ConfigError(f"data.fold={fold} must be in [0, {k - 1}] for data.n_folds={k}")
-        path = split_dir / f"kfold{k}_seed{seed}_fold{fold}.csv"
-        if path.exists():
-            return load_split(path, manifest)
-        folds = make_kfold_splits(manifest, seed, k=k)
-        for i, f in enumerate(folds):
-            save_split(f, split_dir / f"kfold{k}_seed{seed}_fold{i}.csv")
-        return folds[fold]
-    raise ConfigError(f"data.split must be holdout, kfold or file, not '{kind}'")
+    path = split_dir / f"kfold{k}_seed{seed}_fold{fold}.csv"
+    if path.exists():
+        return load_split(path, cohort.manifest)
+    folds = make_kfold_splits(cohort.manifest, seed, k=k)
+    for i, f in enumerate(folds):
+        save_split(f, split_dir / f"kfold{k}_seed{seed}_fold{i}.csv")
+    return folds[fold]
+
+
+def subsample_train(split: dict[str, list[str]], cohort: Cohort, fraction: float, seed: int) -> dict[str, list[str]]:
+    """Keep ``fraction`` of the training patients, per site and event status (at least one each).
+
+    The draw is one seeded permutation per stratum, so smaller fractions are subsets of larger ones
+    (nested) and validation / test patients are untouched.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"data.train_fraction must be in (0, 1], got {fraction}")
+    man = cohort.manifest
+    train = sorted(split["train"])
+    strata: dict[tuple, list[str]] = {}
+    for c in train:
+        strata.setdefault((str(man.at[c, "site"]), bool(man.at[c, "event"] > 0.5 if man.at[c, "has_survival"]
+                                                        else False)), []).append(c)
+    keep: list[str] = []
+    for key in sorted(strata):
+        ids = strata[key]
+        order = np.random.default_rng([int(seed), len(ids), sum(map(ord, key[0]))]).permutation(len(ids))
+        n = max(1, int(round(fraction * len(ids))))
+        keep += [ids[i] for i in order[:n]]
+    return {"train": sorted(keep), "val": list(split["val"]), "test": list(split["test"])}
 
 
 def in_domain_sites(cohort: Cohort) -> list[str]:
+    """The cohort's sites that are not held out for out-of-distribution evaluation."""
     ood = set(cohort.ood_sites)
     return [s for s in cohort.sites if s not in ood]
 
 
+def resolve_site_names(names: Sequence[str], cohort: Cohort) -> list[str]:
+    """Map user site names onto the cohort's sites.
+
+    A name is accepted as the cohort has it, in another case, or as a TCGA project id whose site is
+    unambiguous (``TCGA-BRCA`` -> ``BRCA``; ``TCGA-LUAD`` -> ``NSCLC`` with ModalTune's grouping, or
+    ``LUAD`` with the per-project scheme).
+
+    Raises:
+        ConfigError: naming the unknown or ambiguous name and the cohort's sites.
+    """
+    sites = list(cohort.sites)
+    lower = {s.lower(): s for s in sites}
+    man = cohort.manifest
+    out = []
+    for raw in names:
+        name = str(raw).strip()
+        if name in sites:
+            out.append(name)
+            continue
+        if name.lower() in lower:
+            out.append(lower[name.lower()])
+            continue
+        candidates = set()
+        up = name.upper()
+        if up in SITE_OF_PROJECT and SITE_OF_PROJECT[up] in sites:
+            candidates.add(SITE_OF_PROJECT[up])
+        if up.startswith("TCGA-") and up[5:] in sites:
+            candidates.add(up[5:])
+        if "project_id" in man.columns:
+            candidates |= set(man.loc[man["project_id"].astype(str).str.upper() == up, "site"].astype(str))
+        if len(candidates) == 1:
+            out.append(candidates.pop())
+            continue
+        why = f"'{name}' could be any of {sorted(candidates)}" if candidates else f"unknown site '{name}'"
+        raise ConfigError(f"{why}; the cohort's sites are {sites} (TCGA project ids are accepted when they map to "
+                          "one site)")
+    return list(dict.fromkeys(out))
+
+
 def select_sites(cfg: dict, cohort: Cohort) -> list[str]:
+    """``data.sites`` mapped onto the cohort's sites (default: every in-domain site)."""
     sites = cfg["data"].get("sites")
     if sites is None:
         return in_domain_sites(cohort)
     if isinstance(sites, str):
         sites = [s.strip() for s in sites.split(",") if s.strip()]
-    unknown = [s for s in sites if s not in cohort.sites]
-    if unknown:
-        raise ConfigError(f"unknown site(s) {unknown}; the cohort has {list(cohort.sites)}")
-    return list(sites)
+    return resolve_site_names(sites, cohort)
 
 
-def restrict_split(split: dict[str, list[str]], cohort: Cohort, sites: list[str]) -> dict[str, list[str]]:
+def restrict_split(split: dict[str, list[str]], cohort: Cohort, sites: Sequence[str]) -> dict[str, list[str]]:
+    """The split's patients of ``sites`` only."""
     site_of = cohort.manifest["site"]
-    keep = set(site_of.index[site_of.isin(sites)])
+    keep = set(site_of.index[site_of.isin(list(sites))])
     return {name: [c for c in split[name] if c in keep] for name in SPLIT_NAMES}
 
 
@@ -95,16 +175,3 @@ def plan_runs(cfg: dict, cohort: Cohort, out: str | Path) -> list[tuple[dict, Pa
         c["data"]["sites"] = [site]
         plans.append((c, out / site))
     return plans
-
-
-def train(cfg: dict, cohort: Cohort, out: str | Path, *, resume: bool = False) -> list[Path]:
-    """Train every run the config implies; returns the run directories."""
-    from .training.engine import train_method
-
-    runs = []
-    split = resolve_split(cfg, cohort)
-    for run_cfg, run_dir in plan_runs(cfg, cohort, out):
-        sub = restrict_split(split, cohort, run_cfg["data"]["sites"])
-        train_method(run_cfg, cohort, sub, run_dir, resume=resume)
-        runs.append(run_dir)
-    return runs

@@ -75,13 +75,13 @@ def _out(tmp_path):
 def test_km_figures_write_pngs_and_p_values(runs, tmp_path):
     out = _out(tmp_path)
     predictions = {
-        ("ModalTune (ours)", "BRCA", 0, "c_index"): runs["good"],
-        ("rand", "BRCA", 0, "c_index"): runs["rand"],
-        ("rand", "BRCA", 1, "c_index"): runs["rand"],               # another seed: skipped
-        ("rand", "BRCA", 0, "balanced_accuracy"): runs["rand"],     # not a survival cell: skipped
-        ("nothing", "BRCA", 0, "c_index"): tmp_path / "no_run",     # no predictions.csv: skipped
+        ("ModalTune (ours)", "BRCA", "seed0", "c_index"): runs["good"],
+        ("rand", "BRCA", "seed0", "c_index"): runs["rand"],
+        ("rand", "BRCA", "seed1", "c_index"): runs["rand"],               # another unit: skipped
+        ("rand", "BRCA", "seed0", "balanced_accuracy"): runs["rand"],     # not a survival cell: skipped
+        ("nothing", "BRCA", "seed0", "c_index"): tmp_path / "no_run",     # no predictions.csv: skipped
     }
-    table = km_figures(predictions, out, seed=0)
+    table = km_figures(predictions, out, "seed0")
     assert sorted(table["method"]) == ["ModalTune (ours)", "rand"]
     assert (out / "km.csv").exists()
     assert pd.read_csv(out / "km.csv")["method"].tolist() == table["method"].tolist()
@@ -94,7 +94,7 @@ def test_km_figures_write_pngs_and_p_values(runs, tmp_path):
         assert row["n_high"] + row["n_low"] == n_surv
         assert abs(row["n_high"] - row["n_low"]) <= 1
         assert 0.0 <= row["p_value"] <= 1.0
-        assert row["seed"] == 0 and row["site"] == "BRCA"
+        assert row["unit"] == "seed0" and row["site"] == "BRCA"
     good = table.set_index("method").loc["ModalTune (ours)"]
     assert good["p_value"] < 1e-4                                   # the true risk separates the groups
     assert good["events_high"] + good["events_low"] == int(truth.loc[truth.has_survival, "event"].sum())
@@ -103,18 +103,18 @@ def test_km_figures_write_pngs_and_p_values(runs, tmp_path):
 
 def test_km_figures_without_cells_writes_an_empty_table(tmp_path):
     out = _out(tmp_path)
-    table = km_figures({}, out, seed=0)
+    table = km_figures({}, out, "seed0")
     assert table.empty and (out / "km.csv").exists()
 
 
 def test_confidence_intervals_contain_the_full_data_metric(runs, tmp_path):
     out = _out(tmp_path)
-    predictions = {("good", "BRCA", 0, "c_index"): runs["good"], ("good", "BRCA", 0, "balanced_accuracy"): runs["good"],
-                   ("rand", "BRCA", 3, "c_index"): runs["rand"], ("rand", "BRCA", 3, "balanced_accuracy"): runs["rand"]}
+    predictions = {("good", "BRCA", "seed0", "c_index"): runs["good"], ("good", "BRCA", "seed0", "balanced_accuracy"): runs["good"],
+                   ("rand", "BRCA", "seed3", "c_index"): runs["rand"], ("rand", "BRCA", "seed3", "balanced_accuracy"): runs["rand"]}
     table = confidence_intervals(predictions, out, n_boot=200)
     assert len(table) == 4
     saved = pd.read_csv(out / "confidence_intervals.csv")
-    assert saved[["method", "seed", "metric"]].values.tolist() == table[["method", "seed", "metric"]].values.tolist()
+    assert saved[["method", "unit", "metric"]].values.tolist() == table[["method", "unit", "metric"]].values.tolist()
 
     for name in ("good", "rand"):
         df = pd.read_csv(runs[name] / "predictions.csv", dtype={"case_id": str})
@@ -143,51 +143,75 @@ def test_confidence_intervals_contain_the_full_data_metric(runs, tmp_path):
 
 
 def _results(means: dict[str, list[float]], metric: str = "c_index", site: str = "BRCA") -> pd.DataFrame:
-    return pd.DataFrame([{"family": "x", "method": m, "site": site, "seed": s, "metric": metric, "value": v}
-                         for m, vals in means.items() for s, v in enumerate(vals)])
+    return pd.DataFrame([{"family": "x", "method": m, "site": site, "seed": s, "unit": f"seed{s}", "metric": metric,
+                          "value": v} for m, vals in means.items() for s, v in enumerate(vals)])
 
 
-def test_paired_tests_pick_best_and_second_by_mean_over_seeds(runs, tmp_path):
+def test_paired_tests_compare_the_best_with_every_other_method(runs, tmp_path):
     out = _out(tmp_path)
-    # seed 0 alone would rank bad > rand > good; the means over seeds rank good > rand > bad
+    # unit 0 alone would rank bad > rand > good; the means over units rank good > rand > bad
     results = _results({"good": [0.70, 0.90], "rand": [0.85, 0.55], "bad": [0.90, 0.30]})
-    predictions = {("good", "BRCA", 0, "c_index"): runs["good"], ("rand", "BRCA", 0, "c_index"): runs["rand"],
-                   ("bad", "BRCA", 0, "c_index"): runs["copy"]}
-    table = paired_tests(results, predictions, out, seed=0, n_boot=300)
-    assert len(table) == 1 and (out / "paired_tests.csv").exists()
-    row = table.iloc[0]
-    assert (row["site"], row["metric"], row["best"], row["second"]) == ("BRCA", "c_index", "good", "rand")
-    assert row["best_mean"] == pytest.approx(0.8) and row["second_mean"] == pytest.approx(0.7)
-    assert row["best_run"] == str(runs["good"]) and row["second_run"] == str(runs["rand"])
+    predictions = {("good", "BRCA", "seed0", "c_index"): runs["good"], ("rand", "BRCA", "seed0", "c_index"): runs["rand"],
+                   ("bad", "BRCA", "seed0", "c_index"): runs["copy"]}
+    table = paired_tests(results, predictions, out, "seed0", n_boot=300)
+    assert (out / "paired_tests.csv").exists()
+    site = table[table.site == "BRCA"]
+    assert site["best"].tolist() == ["good", "good"] and site["other"].tolist() == ["rand", "bad"]
+    row = site.iloc[0]
+    assert row["best_mean"] == pytest.approx(0.8) and row["other_mean"] == pytest.approx(0.7)
+    assert row["best_run"] == str(runs["good"]) and row["other_run"] == str(runs["rand"])
     assert row["n"] == int(_scored(runs["truth"])["has_survival"].sum())
-    assert row["p_value"] < 0.02                      # the true ordering vs random on 190 patients
-    assert pd.read_csv(out / "paired_tests.csv").iloc[0]["best"] == "good"
+    assert row["p_bootstrap"] < 0.02                  # the true ordering vs random on 190 patients
+    assert row["n_pairs"] == 2 and 0.0 < row["p_wilcoxon"] <= 1.0          # paired by unit
+    overall = table[table.site == "Overall"]
+    assert overall["other"].tolist() == ["rand", "bad"] and np.isnan(overall["p_bootstrap"]).all()
+
+
+def test_wilcoxon_pairs_by_unit_and_by_site_and_unit(tmp_path):
+    """Five folds where A beats B in every fold: the exact two-sided p is 2 / 2**5; over two sites x 5 folds
+    (10 pairs, all positive) it is 2 / 2**10."""
+    rows = []
+    for site in ("S1", "S2"):
+        for f in range(5):
+            for m, v in (("A", 0.8 + 0.01 * f), ("B", 0.6 + 0.02 * f)):
+                rows.append({"family": "x", "method": m, "site": site, "fold": f, "seed": 0, "unit": f"fold{f}_seed0",
+                             "metric": "c_index", "value": v})
+    table = paired_tests(pd.DataFrame(rows), {}, _out(tmp_path), "fold0_seed0").set_index("site")
+    assert table.loc["S1", "best"] == "A" and table.loc["S1", "n_pairs"] == 5
+    assert table.loc["S1", "p_wilcoxon"] == pytest.approx(2 / 2**5)
+    assert table.loc["Overall", "n_pairs"] == 10 and table.loc["Overall", "p_wilcoxon"] == pytest.approx(2 / 2**10)
+    # shuffling B across folds breaks the pairing: the paired test no longer sees a sign in every pair
+    shuffled = pd.DataFrame(rows)
+    b = shuffled.method == "B"
+    shuffled.loc[b, "value"] = shuffled.loc[b, "value"].to_numpy()[::-1] + np.tile([0.3, -0.3, 0.3, -0.3, 0.3], 2)
+    t2 = paired_tests(shuffled, {}, _out(tmp_path / "s"), "fold0_seed0").set_index("site")
+    assert t2.loc["S1", "p_wilcoxon"] > 0.1
 
 
 def test_paired_tests_balanced_accuracy(runs, tmp_path):
     results = _results({"good": [0.8], "rand": [0.3]}, metric="balanced_accuracy")
-    predictions = {("good", "BRCA", 0, "balanced_accuracy"): runs["good"],
-                   ("rand", "BRCA", 0, "balanced_accuracy"): runs["rand"]}
-    row = paired_tests(results, predictions, _out(tmp_path), seed=0, n_boot=300).iloc[0]
+    predictions = {("good", "BRCA", "seed0", "balanced_accuracy"): runs["good"],
+                   ("rand", "BRCA", "seed0", "balanced_accuracy"): runs["rand"]}
+    row = paired_tests(results, predictions, _out(tmp_path), "seed0", n_boot=300).iloc[0]
     assert row["best"] == "good" and row["n"] == int((_scored(runs["truth"])["subtype"] >= 0).sum())
-    assert row["p_value"] < 0.02
+    assert row["p_bootstrap"] < 0.02
 
 
 def test_paired_tests_identical_predictions_give_p_one(runs, tmp_path):
     results = _results({"good": [0.8, 0.8], "copy": [0.79, 0.8]})
-    predictions = {("good", "BRCA", 1, "c_index"): runs["good"], ("copy", "BRCA", 1, "c_index"): runs["copy"]}
-    row = paired_tests(results, predictions, _out(tmp_path), seed=1, n_boot=200).iloc[0]
-    assert (row["best"], row["second"]) == ("good", "copy")
-    assert row["p_value"] == pytest.approx(1.0)
+    predictions = {("good", "BRCA", "seed1", "c_index"): runs["good"], ("copy", "BRCA", "seed1", "c_index"): runs["copy"]}
+    row = paired_tests(results, predictions, _out(tmp_path), "seed1", n_boot=200).iloc[0]
+    assert (row["best"], row["other"]) == ("good", "copy")
+    assert row["p_bootstrap"] == pytest.approx(1.0)
 
 
 def test_paired_tests_without_a_pair_or_predictions(runs, tmp_path):
     results = pd.concat([_results({"good": [0.8]}, site="BRCA"),                       # one method: no row
                          _results({"good": [0.8], "rand": [0.6]}, site="NSCLC")])
-    predictions = {("good", "NSCLC", 0, "c_index"): runs["good"]}                    # second has no run
-    table = paired_tests(results, predictions, _out(tmp_path), seed=0, n_boot=50)
-    assert table["site"].tolist() == ["NSCLC"]
+    predictions = {("good", "NSCLC", "seed0", "c_index"): runs["good"]}                    # second has no run
+    table = paired_tests(results, predictions, _out(tmp_path), "seed0", n_boot=50)
+    assert table["site"].tolist() == ["NSCLC", "Overall"]
     row = table.iloc[0]
-    assert row["n"] == 0 and np.isnan(row["p_value"]) and row["second_run"] == "None"
-    empty = paired_tests(results.iloc[0:0], predictions, _out(tmp_path / "e"), seed=0)
-    assert empty.empty and list(empty.columns)[:4] == ["site", "metric", "best", "second"]
+    assert row["n"] == 0 and np.isnan(row["p_bootstrap"]) and row["other_run"] == "None"
+    empty = paired_tests(results.iloc[0:0], predictions, _out(tmp_path / "e"), "seed0")
+    assert empty.empty and list(empty.columns)[:4] == ["site", "metric", "best", "other"]

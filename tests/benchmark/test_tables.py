@@ -1,4 +1,4 @@
-"""Tests of ``modaltune.benchmark.tables``: mean/std over seeds, Overall, family order, marks, files."""
+"""Tests of ``modaltune.benchmark.tables``: mean/std over units, Overall, family order, marks, files."""
 
 from __future__ import annotations
 
@@ -13,14 +13,19 @@ from modaltune.benchmark.tables import markdown_table, summarise, wide_table, wr
 SITES = ["S1", "S2"]
 
 
+#: family positions as the method classes declare them (WSI 10, Genomics 20, ...)
+ORDER = {"WSI": 10, "Genomics": 20, "Multi-modal": 30, "ModalTune": 40, "ModalTune pan-cancer": 41, "other": 100}
+
+
 def _results(values: dict, metric: str = "c_index") -> pd.DataFrame:
-    """``{(family, method): {site: [value per seed]}}`` -> the runner's long table."""
+    """``{(family, method): {site: [value per unit]}}`` -> the runner's long table."""
     rows = []
     for (family, method), per_site in values.items():
         for site, vals in per_site.items():
             for seed, v in enumerate(vals):
-                rows.append({"family": family, "method": method, "site": site, "seed": seed, "metric": metric,
-                             "value": v, "run_dir": f"runs/{method}/{site}/seed{seed}"})
+                rows.append({"family": family, "family_order": ORDER.get(family, 100), "method": method, "site": site,
+                             "seed": seed, "unit": f"seed{seed}", "metric": metric, "value": v,
+                             "run_dir": f"runs/{method}/{site}/seed{seed}"})
     return pd.DataFrame(rows)
 
 
@@ -40,24 +45,24 @@ def test_summarise_mean_std_over_seeds_and_overall():
     })
     results = pd.concat([results, _results({("WSI", "a"): {"S1": [0.1, 0.2]}}, metric="balanced_accuracy")])
     s = summarise(results, "c_index")
-    assert set(s.columns) >= {"family", "method", "site", "mean", "std", "n_seeds"}
+    assert set(s.columns) >= {"family", "method", "site", "mean", "std", "n_units"}
     assert len(s) == 3 * 3                                     # 3 methods x (2 sites + Overall)
 
     a1 = _cell(s, "a", "S1")
-    assert a1["mean"] == pytest.approx(0.7) and a1["std"] == pytest.approx(math.sqrt(0.02)) and a1["n_seeds"] == 2
+    assert a1["mean"] == pytest.approx(0.7) and a1["std"] == pytest.approx(math.sqrt(0.02)) and a1["n_units"] == 2
     a_all = _cell(s, "a", "Overall")
     assert a_all["mean"] == pytest.approx(0.7)
     assert a_all["std"] == pytest.approx(0.0, abs=1e-12)       # not the pooled std of the 4 values (0.115)
-    assert a_all["n_seeds"] == 2 and a_all["family"] == "WSI"
+    assert a_all["n_units"] == 2 and a_all["family"] == "WSI"
 
     b1, b2 = _cell(s, "b", "S1"), _cell(s, "b", "S2")
     assert b1["mean"] == pytest.approx(0.6) and b1["std"] == pytest.approx(0.1)   # ddof 1
     assert b2["mean"] == pytest.approx(0.8) and b2["std"] == pytest.approx(math.sqrt(0.06 / 2))
     b_all = _cell(s, "b", "Overall")
-    assert b_all["mean"] == pytest.approx(0.7) and b_all["std"] == pytest.approx(0.1) and b_all["n_seeds"] == 3
+    assert b_all["mean"] == pytest.approx(0.7) and b_all["std"] == pytest.approx(0.1) and b_all["n_units"] == 3
 
     c_all = _cell(s, "c", "Overall")                           # one seed: std 0, not NaN
-    assert c_all["mean"] == pytest.approx(0.7) and c_all["std"] == 0.0 and c_all["n_seeds"] == 1
+    assert c_all["mean"] == pytest.approx(0.7) and c_all["std"] == 0.0 and c_all["n_units"] == 1
 
     # the other metric is summarised on its own
     ba = summarise(results, "balanced_accuracy")

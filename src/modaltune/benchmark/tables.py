@@ -1,10 +1,11 @@
 """Paper-style result tables from a long table of per-run metrics.
 
-The input is one row per (method, site, seed, metric) with a ``value`` and the
-``run_dir`` it came from, so every number in a table is traceable to a run. Tables
-follow ModalTune's Table 2: rows grouped by family, columns = sites + Overall
-(the mean over sites, as in the paper), cells = mean ± std over seeds, best in bold
-and second underlined in the markdown version.
+The input is one row per (method, site, unit, metric) with a ``value`` and the
+``run_dir`` it came from, so every number in a table is traceable to a run; a unit is one
+(fold, seed). Tables follow ModalTune's Table 2: rows grouped by family (ordered by the
+method class's ``family_order``), columns = sites + Overall (the mean over sites, as in the
+papers), cells = mean ± std over units (ddof 1: folds x seeds, or seeds), best in bold and
+second underlined in the markdown version.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FAMILY_ORDER = ("WSI", "Genomics", "Multi-modal", "ModalTune", "ModalTune pan-cancer", "OOD supervised", "other")
 METRIC_TITLES = {"balanced_accuracy": "Balanced accuracy", "c_index": "C-index"}
 
 
@@ -25,37 +25,41 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {0.0 if std is None or math.isnan(std) else std:.3f}"
 
 
+def _units(df: pd.DataFrame) -> pd.Series:
+    if "unit" in df.columns:
+        return df["unit"].astype(str)
+    return "seed" + df["seed"].astype(str)
+
+
 def summarise(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean and std over seeds per (family, method, site), plus the Overall column.
+    """Mean and std over units per (family, method, site), plus the Overall column.
 
-    Overall is computed per seed as the mean over the sites that method was scored on,
-    then summarised over seeds, so its std reflects seed-to-seed variation.
+    Overall is computed per unit (fold, seed) as the mean over the sites that method was scored on,
+    then summarised over units, so its std reflects fold-to-fold and seed-to-seed variation.
     """
-    df = results[results["metric"] == metric]
+    df = results[results["metric"] == metric].copy()
+    cols = ["family", "family_order", "method", "site", "mean", "std", "n_units"]
     if df.empty:
-        return pd.DataFrame(columns=["family", "method", "site", "mean", "std", "n_seeds"])
-    per_site = (df.groupby(["family", "method", "site"])["value"]
-                .agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                     n_seeds="count").reset_index())
-    overall_seed = df.groupby(["family", "method", "seed"])["value"].mean().reset_index()
-    overall = (overall_seed.groupby(["family", "method"])["value"]
-               .agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                    n_seeds="count").reset_index())
+        return pd.DataFrame(columns=cols)
+    df["unit"] = _units(df)
+    if "family_order" not in df.columns:
+        df["family_order"] = 100
+    keys = ["family_order", "family", "method"]
+    std = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0  # noqa: E731
+    per_site = df.groupby(keys + ["site"])["value"].agg(mean="mean", std=std, n_units="count").reset_index()
+    overall_unit = df.groupby(keys + ["unit"])["value"].mean().reset_index()
+    overall = overall_unit.groupby(keys)["value"].agg(mean="mean", std=std, n_units="count").reset_index()
     overall["site"] = "Overall"
-    return pd.concat([per_site, overall], ignore_index=True)
-
-
-def _family_rank(family: str) -> int:
-    return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+    return pd.concat([per_site, overall], ignore_index=True)[cols]
 
 
 def wide_table(summary: pd.DataFrame, sites: list[str]) -> pd.DataFrame:
     """Rows = (family, method) in paper order, columns = sites + Overall, cells = 'mean ± std'."""
     cols = list(sites) + ["Overall"]
     rows = []
-    keys = summary[["family", "method"]].drop_duplicates().values.tolist()
-    keys.sort(key=lambda k: (_family_rank(k[0]), k[1]))
-    for family, method in keys:
+    order = summary["family_order"] if "family_order" in summary else pd.Series(100, index=summary.index)
+    keys = sorted({(int(o), f, m) for o, f, m in zip(order, summary["family"], summary["method"])})
+    for _, family, method in keys:
         sub = summary[(summary.family == family) & (summary.method == method)].set_index("site")
         row = {"family": family, "method": method}
         for c in cols:

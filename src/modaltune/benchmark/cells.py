@@ -1,0 +1,130 @@
+"""The cells of a benchmark: which method, which evaluation unit (fold and seed), which task.
+
+A *method spec* is a registered name (``abmil``) or ``name:pan`` for one model pooled over every
+site (``modaltune:pan`` is the paper's "ModalTune Pan-Cancer"; site-aware label heads make it valid
+for label-trained methods too). A *unit* is one (fold, seed): with ``--folds K`` every fold of a
+k-fold split (one split seed for all folds, so folds pair across methods) times every seed; without
+folds, the seed's holdout split. A *task* is one value of ``model.task`` for methods trained one task
+per run (``Method.task_runs``), or one multi-task run.
+
+Display name, family and its position in the tables come from the method class, so a new family
+needs no edit here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..methods.base import Method, Stage
+from ..registry import METHODS, load_builtin
+
+__all__ = ["MethodSpec", "Unit", "parse_methods", "units", "TASK_METRIC", "cell_dir"]
+
+TASK_METRIC = {"subtype": "balanced_accuracy", "survival": "c_index"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method of a benchmark (``name`` or ``name:pan``)."""
+
+    spec: str
+    name: str
+    pan: bool
+
+    @property
+    def cls(self) -> type[Method]:
+        """The registered class."""
+        return METHODS.get(self.name)
+
+    @property
+    def slug(self) -> str:
+        """Directory name of the spec's runs."""
+        return self.spec.replace(":", "_")
+
+    @property
+    def label(self) -> str:
+        """Row name in the tables."""
+        return f"{self.cls.label()} pan-cancer" if self.pan else self.cls.label()
+
+    @property
+    def family(self) -> str:
+        """Family in the tables."""
+        return f"{self.cls.family} pan-cancer" if self.pan else self.cls.family
+
+    @property
+    def family_order(self) -> int:
+        """Position of the family in the tables."""
+        return int(self.cls.family_order) + (1 if self.pan else 0)
+
+    def tasks(self) -> list[str | None]:
+        """``model.task`` of each run of a unit (``[None]``: one multi-task run)."""
+        runs = tuple(getattr(self.cls, "task_runs", ()) or ())
+        return list(runs) if runs else [None]
+
+    def metrics(self, task: str | None) -> list[str]:
+        """The table metrics a run of ``task`` yields."""
+        if task is not None:
+            return [TASK_METRIC[task]]
+        return [TASK_METRIC[t] for t in self.cls.tasks if t in TASK_METRIC]
+
+
+def parse_methods(methods: list[str]) -> list[MethodSpec]:
+    """Parse ``--methods`` (unknown names raise a ConfigError listing the known ones)."""
+    load_builtin()
+    specs = []
+    for m in methods:
+        name, _, flag = m.partition(":")
+        if flag not in ("", "pan"):
+            raise ConfigError(f"method spec '{m}': only the ':pan' suffix is understood")
+        spec = MethodSpec(m, name, flag == "pan")
+        if name not in METHODS:
+            METHODS.get(name)   # raises the ConfigError listing known methods
+        specs.append(spec)
+    return specs
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One evaluation unit: a fold (or None for a holdout split) and a seed."""
+
+    fold: int | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Directory name (``seed0`` or ``fold2_seed0``)."""
+        return f"seed{self.seed}" if self.fold is None else f"fold{self.fold}_seed{self.seed}"
+
+    def data(self, n_folds: int | None, split_seed: int) -> dict:
+        """The ``data`` settings of this unit's split."""
+        if self.fold is None:
+            return {}
+        return {"split": "kfold", "n_folds": int(n_folds), "fold": int(self.fold), "split_seed": int(split_seed)}
+
+
+def units(seeds, n_folds: int | None) -> list[Unit]:
+    """Every (fold, seed) of a benchmark, folds outermost."""
+    if n_folds:
+        if int(n_folds) < 2:
+            raise ConfigError(f"--folds needs at least 2 folds, got {n_folds}")
+        return [Unit(f, int(s)) for f in range(int(n_folds)) for s in seeds]
+    return [Unit(None, int(s)) for s in seeds]
+
+
+def cell_dir(out: Path, spec: MethodSpec, stage: Stage, where: str, unit: Unit, task: str | None, final: bool,
+             own_settings: bool) -> Path:
+    """Run directory of one stage run of a cell.
+
+    The last stage's runs are the spec's own (``runs/<spec>/<where>/<unit>/<task>``). An earlier
+    stage without settings of its own is exactly the stage method's stand-alone run, so it shares
+    that method's directory (trained once); with settings of its own it gets ``<spec>@<stage>``.
+    """
+    if final:
+        top = spec.slug
+    elif own_settings or stage.method == spec.name:
+        top = f"{spec.slug}@{stage.name}"
+    else:
+        top = stage.method
+    return Path(out) / "runs" / top / where / unit.name / (task or "multi")

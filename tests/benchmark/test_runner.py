@@ -1,0 +1,94 @@
+"""The benchmark runner: folds x seeds cells, families from the method class, project ids as sites."""
+
+from __future__ import annotations
+
+import warnings
+
+import pandas as pd
+import pytest
+from torch import nn
+
+from modaltune.benchmark.cells import Unit, parse_methods, units
+from modaltune.benchmark.runner import Benchmark
+from modaltune.errors import ConfigError
+from modaltune.methods.base import LossOutput, Method
+from modaltune.methods.losses import nll_survival_loss, survival_risk
+from modaltune.pipeline import resolve_site_names
+from modaltune.registry import METHODS
+
+TOY = "_test_runner_toy"
+
+
+class _Toy(Method):
+    requires = frozenset({"omics"})
+    evaluation = "predict"
+    tasks = ("survival",)
+    family = "Toy family"
+    family_order = 7
+    display_name = "Toy"
+
+    def __init__(self, cfg, info):
+        super().__init__(cfg, info)
+        self.net = nn.Linear(info.n_genes, info.n_bins)
+
+    def loss(self, p):
+        out = self.net(p["omics"].float())
+        if not bool(p["has_survival"]) or int(p["survival_bin"]) < 0:
+            return LossOutput({"nll": out.sum() * 0})
+        return LossOutput({"nll": nll_survival_loss(out, p["survival_bin"], p["event"])})
+
+    def embed(self, p):
+        return self.net(p["omics"].float())
+
+    def predict(self, p):
+        return {"logits": None, "risk": survival_risk(self.net(p["omics"].float()))}
+
+
+if TOY not in METHODS:
+    METHODS.register(TOY)(_Toy)
+
+
+def test_units():
+    assert units([0, 1], None) == [Unit(None, 0), Unit(None, 1)]
+    assert [u.name for u in units([0], 3)] == ["fold0_seed0", "fold1_seed0", "fold2_seed0"]
+    assert Unit(2, 1).data(3, 5) == {"split": "kfold", "n_folds": 3, "fold": 2, "split_seed": 5}
+    with pytest.raises(ConfigError, match="at least 2"):
+        units([0], 1)
+
+
+def test_display_and_family_come_from_the_class():
+    spec, pan = parse_methods([TOY, f"{TOY}:pan"])
+    assert (spec.label, spec.family, spec.family_order) == ("Toy", "Toy family", 7)
+    assert (pan.label, pan.family, pan.family_order) == ("Toy pan-cancer", "Toy family pan-cancer", 8)
+    assert spec.tasks() == [None] and spec.metrics(None) == ["c_index"]
+    with pytest.raises(ConfigError, match="known"):
+        parse_methods(["no_such_method"])
+
+
+def test_project_ids_are_accepted_as_sites(small_cohort):
+    assert resolve_site_names(["TCGA-BRCA", "nsclc"], small_cohort) == ["BRCA", "NSCLC"]
+    assert resolve_site_names(["TCGA-LUAD"], small_cohort) == ["NSCLC"]      # ModalTune's grouping
+    with pytest.raises(ConfigError, match=r"sites are \['BRCA', 'NSCLC'\]"):
+        resolve_site_names(["TCGA-PRAD"], small_cohort)
+
+
+def test_folds_give_one_cell_per_fold_and_mean_std_over_folds(small_cohort, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bench = Benchmark(small_cohort.root, [TOY], sites=["TCGA-BRCA"], seeds=[0], folds=2, out=tmp_path / "b",
+                          overrides=["train.epochs=1", "train.progress_bar=false"], ood=False)
+        bench.run_in_domain()
+        paths = bench.write()
+    assert bench.sites == ["BRCA"]
+    res = pd.read_csv(tmp_path / "b" / "results.csv")
+    assert sorted(res["unit"]) == ["fold0_seed0", "fold1_seed0"] and set(res["fold"]) == {0, 1}
+    runs = sorted(set(res["run_dir"]))
+    assert [r.split("/")[-3:] for r in runs] == [["BRCA", "fold0_seed0", "multi"], ["BRCA", "fold1_seed0", "multi"]]
+    # the two folds test disjoint patients
+    tests = [set(pd.read_csv(f"{r}/split.csv").query("split == 'test'")["case_id"]) for r in runs]
+    assert not tests[0] & tests[1]
+    md = paths["markdown"].read_text()
+    values = res["value"].to_numpy()
+    mean, std = values.mean(), values.std(ddof=1)
+    assert f"{mean:.3f} ± {std:.3f}" in md and "folds x seeds" in md
+    assert "| Toy family | Toy |" in md

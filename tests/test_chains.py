@@ -1,0 +1,141 @@
+"""Chained runs: a second stage starts from the first's weights; mismatched splits are refused;
+a frozen run (a teacher) must share the split; a stopped chain resumes in the middle."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from modaltune.chains import Resolver, plan_chain, run_chain, train_chain
+from modaltune.config import resolve_config
+from modaltune.errors import ConfigError, InputError
+from modaltune.methods.base import LossOutput, Method, Stage
+from modaltune.pipeline import resolve_split, restrict_split
+from modaltune.registry import METHODS
+from modaltune.runs.layout import BEST
+from modaltune.training.engine import train_method
+
+TWO = "_test_chains_two_stage"
+STUDENT = "_test_chains_student"
+
+
+class _Toy(Method):
+    requires = frozenset({"omics"})
+    evaluation = "predict"
+    tasks = ("survival",)
+
+    def __init__(self, cfg, info, frozen=None):
+        super().__init__(cfg, info, frozen)
+        self.net = nn.Linear(info.n_genes, 1)
+        self.embed_size = len(info.sites)
+
+    def loss(self, p):
+        return LossOutput({"loss": self.net(p["omics"].float()).pow(2).mean()})
+
+    def embed(self, p):
+        return self.net.weight.reshape(-1)
+
+    def predict(self, p):
+        return {"logits": None, "risk": self.net(p["omics"].float()).reshape(())}
+
+
+class _TwoStage(_Toy):
+    @classmethod
+    def default_config(cls):
+        return {"model": {}, "stages": {"pre": {"train": {"epochs": 1}}, "fine": {"train": {"epochs": 0}}}}
+
+    @classmethod
+    def stages(cls, cfg):
+        return [Stage("pre", TWO, scope="pooled"), Stage("fine", TWO, scope="per_site", init_from="pre")]
+
+
+class _Student(_Toy):
+    """Holds a frozen teacher (another run of the toy)."""
+
+    @classmethod
+    def default_config(cls):
+        return {"model": {"teacher_run": None}}
+
+    @classmethod
+    def frozen_slots(cls, cfg):
+        return {"teacher": cfg["model"].get("teacher_run")}
+
+
+for _n, _c in ((TWO, _TwoStage), (STUDENT, _Student)):
+    if _n not in METHODS:
+        METHODS.register(_n)(_c)
+
+SETS = ["train.progress_bar=false", "seed=0", "train.warmup_epochs=0"]
+
+
+def _quiet(fn, *a, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*a, **kw)
+
+
+def test_second_stage_starts_from_the_first(small_cohort, tmp_path):
+    finals = _quiet(train_chain, TWO, small_cohort, tmp_path / "out", overrides=SETS)
+    assert finals == [tmp_path / "out" / "BRCA", tmp_path / "out" / "NSCLC"]
+    pre = torch.load(tmp_path / "out" / "stages" / "pre" / BEST, weights_only=True)["state_dict"]
+    for run in finals:
+        fine = torch.load(run / BEST, weights_only=True)
+        assert fine["epoch"] == -1                                    # zero epochs: the starting weights
+        assert all(torch.equal(fine["state_dict"][k], pre[k]) for k in pre)
+        info = (run / "cohort_info.json").read_text()
+        assert '"BRCA"' in info and '"NSCLC"' in info                # the parent's site vocabulary
+
+
+def test_a_mismatched_split_is_refused(small_cohort, tmp_path):
+    parent = tmp_path / "parent"
+    cfg = resolve_config(TWO, overrides=SETS + ["train.epochs=1"])
+    _quiet(train_method, cfg, small_cohort, resolve_split(cfg, small_cohort), parent)
+    other = resolve_config(TWO, overrides=SETS + ["train.epochs=0", "data.split_seed=7", f"train.init_from={parent}"])
+    split = restrict_split(resolve_split(other, small_cohort), small_cohort, ["BRCA"])
+    with pytest.raises(InputError, match="another split"):
+        _quiet(train_method, other, small_cohort, split, tmp_path / "child")
+    same = resolve_config(TWO, overrides=SETS + ["train.epochs=0", f"train.init_from={parent}"])
+    split = restrict_split(resolve_split(same, small_cohort), small_cohort, ["BRCA"])
+    _quiet(train_method, same, small_cohort, split, tmp_path / "child_ok")
+    assert (tmp_path / "child_ok" / BEST).exists()
+
+
+def test_a_teacher_with_another_split_is_refused(small_cohort, tmp_path):
+    cfg = resolve_config(TWO, overrides=SETS + ["train.epochs=1", "data.split_seed=3"])
+    _quiet(train_method, cfg, small_cohort, resolve_split(cfg, small_cohort), tmp_path / "teacher")
+    student = resolve_config(STUDENT, overrides=SETS + ["train.epochs=1", f"model.teacher_run={tmp_path / 'teacher'}"])
+    with pytest.raises(InputError, match="teacher run used another split"):
+        _quiet(train_method, student, small_cohort, resolve_split(student, small_cohort), tmp_path / "student")
+    with pytest.raises(InputError, match="frozen 'teacher' run"):
+        missing = resolve_config(STUDENT, overrides=SETS)
+        _quiet(train_method, missing, small_cohort, resolve_split(missing, small_cohort), tmp_path / "none")
+    good = resolve_config(STUDENT, overrides=SETS + ["train.epochs=1", "data.split_seed=3",
+                                                     f"model.teacher_run={tmp_path / 'teacher'}"])
+    _quiet(train_method, good, small_cohort, resolve_split(good, small_cohort), tmp_path / "student_ok")
+    saved = torch.load(tmp_path / "student_ok" / BEST, weights_only=True)["state_dict"]
+    assert not any(k.startswith("frozen_runs.") for k in saved)        # the teacher is not saved with the student
+
+
+def test_a_stopped_chain_resumes_in_the_middle(small_cohort, tmp_path):
+    def run_dir_of(stage, where, final, own):
+        return tmp_path / stage.name / where
+
+    plan = plan_chain(TWO, small_cohort, Resolver(overrides=SETS), run_dir_of)
+    assert [(r.stage.name, r.sites) for r in plan] == [("pre", ["BRCA", "NSCLC"]), ("fine", ["BRCA"]),
+                                                        ("fine", ["NSCLC"])]
+    assert plan[1].parent is plan[0] and plan[1].cfg["train"]["init_from"] == str(plan[0].run_dir)
+    _quiet(run_chain, plan[:2], small_cohort, evaluate=True)
+    stamp = (plan[0].run_dir / BEST).stat().st_mtime_ns
+    results = _quiet(run_chain, plan, small_cohort, evaluate=True)
+    assert (plan[0].run_dir / BEST).stat().st_mtime_ns == stamp       # the finished stage is not redone
+    assert set(results) == {plan[1].run_dir, plan[2].run_dir} and all(results.values())
+
+
+def test_stage_settings_are_checked(small_cohort):
+    with pytest.raises(ConfigError, match="unknown stage"):
+        resolve_config(TWO, overrides=["stages.warmup.train.epochs=2"])
+    with pytest.raises(ConfigError, match="stages.pre.train.epoch"):
+        resolve_config(TWO, overrides=["stages.pre.train.epoch=2"])
