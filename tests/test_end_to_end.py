@@ -41,7 +41,8 @@ def cohort80(tmp_path_factory):
 
 def test_modaltune_pan_cancer_finds_the_planted_signal(cohort80, tmp_path):
     """ModalTune (CPU-small, pan-cancer), probed per site on the test split, beats chance clearly."""
-    from modaltune.training.engine import evaluate_ood, evaluate_run, train_method
+    from modaltune.runs.evaluate import evaluate_ood, evaluate_run
+    from modaltune.training.engine import train_method
 
     sites = ["BRCA", "NSCLC", "RCC"]
     cfg = resolve_config("modaltune", file="cpu_small", overrides=["train.epochs=6", "seed=0"],
@@ -69,7 +70,8 @@ def test_modaltune_pan_cancer_finds_the_planted_signal(cohort80, tmp_path):
 
 def test_label_trained_baseline_learns_survival(cohort80, tmp_path):
     """A multi-modal baseline trained on the NLL survival loss ranks test patients better than chance."""
-    from modaltune.training.engine import evaluate_run, train_method
+    from modaltune.runs.evaluate import evaluate_run
+    from modaltune.training.engine import train_method
 
     scores = []
     for site in ("BRCA", "NSCLC"):

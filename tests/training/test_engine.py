@@ -25,8 +25,10 @@ from modaltune.data.prepare import prepare_cohort
 from modaltune.data.splits import make_holdout_split
 from modaltune.methods.base import Method
 from modaltune.registry import METHODS, TEXT_ENCODERS
+from modaltune.runs.evaluate import embed_run, evaluate_ood, evaluate_run
 from modaltune.synthetic import make_synthetic
-from modaltune.training.engine import EpochSampler, evaluate_ood, evaluate_run, embed_run, lr_lambda, train_method
+from modaltune.training.engine import train_method
+from modaltune.training.module import EpochSampler, lr_lambda
 from modaltune.methods.losses import nll_survival_loss, survival_risk
 
 LABEL_NAME = "_test_engine_toy_labels"
@@ -36,8 +38,8 @@ HIDDEN = 16
 
 
 class _Toy(Method):
-    modalities = ("wsi", "omics")
-    supervision = "labels"
+    requires = frozenset({"bag", "omics"})
+    evaluation = "predict"
     tasks = ("subtype", "survival")
 
     @classmethod
@@ -77,7 +79,8 @@ class _Toy(Method):
 
 
 class _ToyText(_Toy):
-    supervision = "text"
+    requires = frozenset({"bag", "omics", "text_targets"})
+    evaluation = "probe"
 
     def loss(self, b):
         z = self.text(self.rep(b)).reshape(3, -1)

@@ -1,84 +1,39 @@
-"""Loading a trained run and scoring it: embeddings, test metrics, OOD linear probing.
+"""Scoring a trained run: test metrics, embeddings, out-of-distribution linear probing.
 
-The test split is used here only, after training and epoch selection are finished.
+The test split is used here only, after training and epoch selection are finished. The protocol
+is the method's declaration: ``probe`` methods are embedded and probed per site (ModalTune
+Sec. 4.3), ``predict`` methods are scored on their own predictions.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ..config import load_yaml
 from ..data.cohort import Cohort
-from ..data.dataset import FittedState
 from ..errors import ConfigError, InputError
-from ..methods.base import CohortInfo, Method
-from ..utils import read_json, seed_everything, write_json
-from . import io
-from .builders import build_method, device_of, frame, make_dataset, resolve_precision, supervision_of
+from ..evaluation.per_site import add_overall, label_metrics, predictions_frame, probe_metrics
+from ..utils import write_json
+from . import layout
+from .builders import make_dataset, manifest_rows
 from .inference import infer
-from .scoring import add_overall, label_metrics
+from .inputs import build_caches, cache_dir_for
+from .load import LoadedRun, load_run
 
-__all__ = ["LoadedRun", "load_run", "embed_run", "evaluate_run", "evaluate_ood"]
-
-
-# ----------------------------------------------------------------------------------------------
-# loading a run
+__all__ = ["embed_run", "evaluate_run", "evaluate_ood", "run_inference"]
 
 
-@dataclass
-class LoadedRun:
-    run_dir: Path
-    cfg: dict
-    cohort: Cohort
-    state: FittedState
-    info: CohortInfo
-    method: Method
-    split: dict[str, list[str]]
-    supervision: str
-    device: torch.device
-    precision: str
-
-
-def _read_split(run_dir: Path) -> dict[str, list[str]]:
-    df = pd.read_csv(run_dir / io.SPLIT, dtype=str)
-    return {k: df.loc[df["split"] == k, "case_id"].tolist() for k in ("train", "val", "test")}
-
-
-def load_run(run_dir: str | Path, cohort: Cohort | None = None, weights: str = io.BEST) -> LoadedRun:
-    """Rebuild a trained run: config, cohort, fitted state, method with the selected weights."""
-    run_dir = Path(run_dir)
-    if not (run_dir / io.CONFIG).exists():
-        raise InputError("not a run directory (no config.yaml)", file=run_dir, fix="pass the --out of `modaltune train`")
-    raw = load_yaml(run_dir / io.CONFIG)
-    cohort_dir = raw.pop("cohort", None)
-    cfg = raw
-    if cohort is None:
-        if not cohort_dir:
-            raise InputError("the run does not record its cohort", file=run_dir / io.CONFIG, fix="pass --cohort")
-        cohort = Cohort.load(cohort_dir)
-    state = FittedState.from_dict(read_json(run_dir / io.STATE))
-    info = io.read_info(run_dir / io.INFO)
-    seed_everything(int(cfg["seed"]))
-    method = build_method(cfg, info)
-    io.load_weights(method, run_dir / weights)
-    device = device_of(cfg)
-    method.to(device)
-    method.eval()
-    return LoadedRun(run_dir, cfg, cohort, state, info, method, _read_split(run_dir), supervision_of(cfg), device,
-                     resolve_precision(cfg))
-
-
-def _embed(run: LoadedRun, ids: Sequence[str], predict: bool = False):
+def run_inference(run: LoadedRun, ids: Sequence[str], *, embed: bool = True, predict: bool = False):
+    """Embeddings / predictions of ``ids`` with a loaded run (its caches extended as needed)."""
     ds = make_dataset(run.cohort, ids, run.state, run.cfg, train=False)
-    return infer(run.method, ds, device=run.device, precision=run.precision, embed=True, predict=predict,
-                 num_workers=int(run.cfg["data"].get("num_workers") or 0))
+    ds.attach_caches(build_caches(run.cfg, run.declaration, [ds], cache_dir_for(run.cohort, run.run_dir)))
+    return infer(run.method, ds, device=run.device, precision=run.precision, embed=embed, predict=predict,
+                 num_workers=int(run.cfg["data"].get("num_workers") or 0), batching=run.declaration.batching,
+                 batch_size=int(run.cfg["data"].get("eval_batch_size") or 1))
 
 
 def embed_run(run_dir: str | Path, cohort: Cohort | None = None, case_ids: Sequence[str] | None = None
@@ -87,12 +42,8 @@ def embed_run(run_dir: str | Path, cohort: Cohort | None = None, case_ids: Seque
     patient of the cohort)."""
     run = load_run(run_dir, cohort)
     ids = list(case_ids) if case_ids is not None else list(run.cohort.manifest.index)
-    res = _embed(run, ids)
+    res = run_inference(run, ids)
     return res.ids, res.embeddings
-
-
-# ----------------------------------------------------------------------------------------------
-# evaluation
 
 
 def _km_plots(run_dir: Path, preds: pd.DataFrame, metrics: dict, suffix: str = "") -> None:
@@ -102,61 +53,58 @@ def _km_plots(run_dir: Path, preds: pd.DataFrame, metrics: dict, suffix: str = "
         g = g[g["has_survival"].astype(bool) & np.isfinite(g["risk"].astype(float))]
         if len(g) < 2 or site not in metrics:
             continue
-        km = kaplan_meier_summary(g["survival_months"].to_numpy(float), g["event"].to_numpy(), g["risk"].to_numpy(float),
-                                  run_dir / io.FIGURES / f"km_{site}{suffix}.png", title=f"{site} (test)")
+        km = kaplan_meier_summary(g["survival_months"].to_numpy(float), g["event"].to_numpy(),
+                                  g["risk"].to_numpy(float), run_dir / layout.FIGURES / f"km_{site}{suffix}.png",
+                                  title=f"{site} (test)")
         metrics[site]["logrank_p"] = km["p_value"]
+
+
+def _probe(run: LoadedRun, tr_ids: Sequence[str], te_ids: Sequence[str]):
+    df_tr, df_te = manifest_rows(run.cohort, tr_ids), manifest_rows(run.cohort, te_ids)
+    tr, te = run_inference(run, tr_ids), run_inference(run, te_ids)
+    metrics, preds = probe_metrics(tr.embeddings, te.embeddings, df_tr, df_te, cfg=run.cfg, return_predictions=True)
+    return metrics, preds, tr, te
 
 
 def evaluate_run(run_dir: str | Path, cohort: Cohort | None = None, eval_sites: Sequence[str] | None = None) -> dict:
     """Score the selected weights on the test split (first and only time the test split is used).
 
-    Text-supervised methods: embed train + test, fit probes per site on the training patients
-    (ModalTune Sec. 4.3). Label-supervised methods: their own predictions on the test patients.
-    Writes ``metrics.json`` (per site + ``overall`` = mean over sites), ``predictions.csv``,
-    ``embeddings.npz`` (text methods) and ``figures/km_<site>.png``; returns the metrics.
+    ``probe`` methods: embed train + test, fit probes per site on the training patients (ModalTune
+    Sec. 4.3). ``predict`` methods: their own predictions on the test patients. Writes
+    ``metrics.json`` (per site + ``overall`` = mean over sites), ``predictions.csv``,
+    ``embeddings.npz`` (probe methods) and ``figures/km_<site>.png``; returns the metrics.
     """
     run = load_run(run_dir, cohort)
     rd = run.run_dir
     man = run.cohort.manifest
     split = run.split
-    if eval_sites is not None:
-        keep = set(map(str, eval_sites))
-        split = {k: [c for c in v if str(man.at[c, "site"]) in keep] for k, v in split.items()}
+    keep = set(map(str, eval_sites)) if eval_sites is not None else set(run.cfg["data"].get("sites") or [])
+    pretrain_only = set(run.cfg["data"].get("pretrain_only_sites") or [])
+    if keep or pretrain_only:
+        split = {k: [c for c in v if (not keep or str(man.at[c, "site"]) in keep)
+                     and str(man.at[c, "site"]) not in pretrain_only] for k, v in split.items()}
     if not split["test"]:
-        raise InputError("the run's split has no test patients (for these sites)", file=rd / io.SPLIT,
+        raise InputError("the run's split has no test patients (for these sites)", file=rd / layout.SPLIT,
                          fix="train with a split that has a test part")
-    df_tr, df_te = frame(run.cohort, split["train"]), frame(run.cohort, split["test"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        if run.supervision == "text":
-            tr, te = _embed(run, split["train"]), _embed(run, split["test"])
-            metrics, preds = probe_metrics_with_predictions(tr.embeddings, te.embeddings, df_tr, df_te, run.cfg)
-            np.savez_compressed(rd / io.EMBEDDINGS, case_id=np.asarray(tr.ids + te.ids),
+        if run.declaration.evaluation == "probe":
+            metrics, preds, tr, te = _probe(run, split["train"], split["test"])
+            np.savez_compressed(rd / layout.EMBEDDINGS, case_id=np.asarray(tr.ids + te.ids),
                                 split=np.asarray(["train"] * len(tr.ids) + ["test"] * len(te.ids)),
                                 site=np.asarray(tr.sites + te.sites),
                                 embedding=np.concatenate([tr.embeddings, te.embeddings]))
         else:
-            te = _embed(run, split["test"], predict=True)
+            df_tr, df_te = manifest_rows(run.cohort, split["train"]), manifest_rows(run.cohort, split["test"])
+            te = run_inference(run, split["test"], embed=False, predict=True)
             metrics = label_metrics(df_te, te.pred_class, te.risk, df_tr)
-            from ..evaluation.probing import subtype_labels, survival_arrays
-
-            t, e, has = survival_arrays(df_te)
-            preds = pd.DataFrame({"case_id": te.ids, "site": te.sites, "risk": te.risk, "pred_class": te.pred_class,
-                                  "subtype": subtype_labels(df_te), "survival_months": t, "event": e.astype(int),
-                                  "has_survival": has})
+            preds = predictions_frame(df_te, te.pred_class, te.risk, case_ids=te.ids)
     preds.insert(2, "split", "test")
-    preds.to_csv(rd / io.PREDICTIONS, index=False)
+    preds.to_csv(rd / layout.PREDICTIONS, index=False)
     _km_plots(rd, preds, metrics)
     metrics = add_overall(metrics)
-    io_path = rd / io.METRICS
-    write_json(io_path, metrics)
+    write_json(rd / layout.METRICS, metrics)
     return metrics
-
-
-def probe_metrics_with_predictions(emb_tr, emb_te, df_tr, df_te, cfg):
-    from ..evaluation.probing import probe_metrics
-
-    return probe_metrics(emb_tr, emb_te, df_tr, df_te, per_site=True, cfg=cfg, return_predictions=True)
 
 
 def evaluate_ood(run_dir: str | Path, cohort: Cohort, ood_sites: Sequence[str], split: dict[str, list[str]]) -> dict:
@@ -173,19 +121,20 @@ def evaluate_ood(run_dir: str | Path, cohort: Cohort, ood_sites: Sequence[str], 
     unknown = [s for s in sites if s not in set(man["site"].astype(str))]
     if unknown:
         raise ConfigError(f"OOD site(s) {unknown} are not in the cohort")
-    in_site = lambda ids: [c for c in ids if c in man.index and str(man.at[c, "site"]) in sites]  # noqa: E731
+
+    def in_site(ids):
+        return [c for c in ids if c in man.index and str(man.at[c, "site"]) in sites]
+
     tr_ids, te_ids = in_site(split.get("train", [])), in_site(split.get("test", []))
     if not tr_ids or not te_ids:
         raise InputError(f"the split has no training or no test patients of the OOD site(s) {sites}",
                          fix="use a split covering the OOD sites (pipeline.resolve_split over the whole cohort)")
-    df_tr, df_te = frame(run.cohort, tr_ids), frame(run.cohort, te_ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        tr, te = _embed(run, tr_ids), _embed(run, te_ids)
-        metrics, preds = probe_metrics_with_predictions(tr.embeddings, te.embeddings, df_tr, df_te, run.cfg)
+        metrics, preds, _, _ = _probe(run, tr_ids, te_ids)
     preds.insert(2, "split", "test")
-    preds.to_csv(run.run_dir / "predictions_ood.csv", index=False)
+    preds.to_csv(run.run_dir / layout.PREDICTIONS_OOD, index=False)
     _km_plots(run.run_dir, preds, metrics, suffix="_ood")
     metrics = add_overall(metrics)
-    write_json(run.run_dir / "metrics_ood.json", metrics)
+    write_json(run.run_dir / layout.METRICS_OOD, metrics)
     return metrics

@@ -1,4 +1,23 @@
-"""Run-directory files: names, weights, cohort info, environment metadata.
+"""The run directory: its file names (one home), weights, cohort info, environment metadata.
+
+Layout of ``RUN_DIR`` (written by :func:`modaltune.training.engine.train_method` and
+:mod:`modaltune.runs.evaluate`)::
+
+    config.yaml          resolved config (+ ``cohort``: the cohort directory)
+    split.csv            case_id,split of the patients this run used
+    fitted_state.json    omics scaler and survival bin edges (training patients only)
+    cohort_info.json     the CohortInfo the method was built with (to rebuild it without the cohort)
+    history.csv          one row per epoch: train loss, lr, validation scores, best epoch so far
+    best.ckpt            weights of the selected epoch (trainable params + buffers)
+    checkpoints/         last.ckpt (full training state, for --resume) + epoch=NNN.ckpt (weights)
+    logs/                CSVLogger (and TensorBoard with train.tensorboard)
+    run.json             seed, versions, device, start/end times, best epoch, parent runs
+    metrics.json         test metrics per site + overall (evaluation)
+    predictions.csv      test predictions (evaluation)
+    embeddings.npz       train + test embeddings (probe evaluation)
+    metrics_ood.json, predictions_ood.csv   out-of-distribution probing
+    figures/             Kaplan-Meier curves
+
 
 Checkpoints hold the *trainable* parameters and all persistent buffers of the method, not its frozen
 parameters (e.g. a frozen 86M-parameter slide encoder), which are rebuilt from the config: from the
@@ -13,7 +32,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,16 +42,21 @@ from ..errors import InputError, warn_input
 from ..methods.base import CohortInfo
 
 __all__ = ["CONFIG", "SPLIT", "STATE", "INFO", "HISTORY", "BEST", "RUN", "METRICS", "PREDICTIONS", "EMBEDDINGS",
-           "CHECKPOINTS", "FIGURES", "LAST", "kept_keys", "weights_state", "frozen_fingerprint", "save_weights",
-           "load_weights", "info_to_dict", "info_from_dict", "environment", "now"]
+           "CHECKPOINTS", "FIGURES", "LAST", "METRICS_OOD", "PREDICTIONS_OOD", "FROZEN_PREFIX", "kept_keys",
+           "weights_state", "frozen_fingerprint", "save_weights", "load_weights", "read_info", "write_info",
+           "environment", "now"]
 
 CONFIG, SPLIT, STATE, INFO = "config.yaml", "split.csv", "fitted_state.json", "cohort_info.json"
 HISTORY, BEST, RUN = "history.csv", "best.ckpt", "run.json"
 METRICS, PREDICTIONS, EMBEDDINGS = "metrics.json", "predictions.csv", "embeddings.npz"
 CHECKPOINTS, FIGURES, LAST = "checkpoints", "figures", "last.ckpt"
+METRICS_OOD, PREDICTIONS_OOD = "metrics_ood.json", "predictions_ood.csv"
+#: State-dict prefix of frozen runs a method holds (a teacher): never saved with the method's weights.
+FROZEN_PREFIX = "frozen_runs."
 
 
 def now() -> str:
+    """The local time as ISO 8601 text."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
@@ -45,20 +69,21 @@ def kept_keys(module: nn.Module, prefix: str = "") -> set[str]:
     keys = {prefix + n for n, p in module.named_parameters() if p.requires_grad}
     params = {prefix + n for n, _ in module.named_parameters()}
     keys |= {k for k in module.state_dict(prefix=prefix) if k not in params}
-    return keys
+    return {k for k in keys if not k[len(prefix):].startswith(FROZEN_PREFIX)}
 
 
 def weights_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The saved part of ``module``'s state dict (see :func:`kept_keys`), on CPU."""
     keep = kept_keys(module)
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if k in keep}
 
 
 def frozen_fingerprint(module: nn.Module) -> list[float]:
-    """[count, sum, sum of squares] of the frozen parameters (float64)."""
+    """[count, sum, sum of squares] of the frozen parameters (float64), frozen runs excluded."""
     n, s, s2 = 0, 0.0, 0.0
     with torch.no_grad():
-        for p in module.parameters():
-            if not p.requires_grad:
+        for name, p in module.named_parameters():
+            if not p.requires_grad and not name.startswith(FROZEN_PREFIX):
                 x = p.detach().double()
                 n += x.numel()
                 s += float(x.sum())
@@ -67,6 +92,7 @@ def frozen_fingerprint(module: nn.Module) -> list[float]:
 
 
 def fingerprints_match(a, b) -> bool:
+    """True when two fingerprints agree (or either is unknown)."""
     if a is None or b is None:
         return True
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -83,7 +109,7 @@ def save_weights(module: nn.Module, path: str | Path, **meta: Any) -> None:
     tmp.replace(path)
 
 
-def load_weights(module: nn.Module, path: str | Path, strip_prefix: str = "") -> dict:
+def load_weights(module: nn.Module, path: str | Path) -> dict:
     """Load a checkpoint written by :func:`save_weights` (or a Lightning one) into ``module``.
 
     Missing keys must be frozen parameters; anything else missing or unexpected is an error.
@@ -92,12 +118,11 @@ def load_weights(module: nn.Module, path: str | Path, strip_prefix: str = "") ->
     path = Path(path)
     if not path.exists():
         raise InputError("checkpoint not found", file=path, fix="train the run first (modaltune train)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     sd = ckpt.get("state_dict", ckpt)
-    if strip_prefix:
-        sd = {k[len(strip_prefix):]: v for k, v in sd.items() if k.startswith(strip_prefix)}
     res = module.load_state_dict(sd, strict=False)
     frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+    frozen |= {k for k in module.state_dict() if k.startswith(FROZEN_PREFIX)}
     bad_missing = [k for k in res.missing_keys if k not in frozen]
     if bad_missing or res.unexpected_keys:
         raise InputError(f"checkpoint does not fit the method: missing {bad_missing[:5]}, unexpected "
@@ -114,23 +139,14 @@ def load_weights(module: nn.Module, path: str | Path, strip_prefix: str = "") ->
 # cohort info
 
 
-def info_to_dict(info: CohortInfo) -> dict:
-    return {"feature_dim": int(info.feature_dim), "feature_dim_secondary": int(info.feature_dim_secondary),
-            "n_genes": int(info.n_genes), "pathways": [np.asarray(p).astype(int).tolist() for p in info.pathways],
-            "pathway_names": list(info.pathway_names), "n_classes": int(info.n_classes), "n_bins": int(info.n_bins),
-            "sites": list(info.sites), "text_dim": int(info.text_dim), "task": str(info.task)}
-
-
-def info_from_dict(d: Mapping) -> CohortInfo:
-    return CohortInfo(feature_dim=int(d["feature_dim"]), feature_dim_secondary=int(d["feature_dim_secondary"]),
-                      n_genes=int(d["n_genes"]), pathways=[np.asarray(p, dtype=np.int64) for p in d["pathways"]],
-                      pathway_names=list(d["pathway_names"]), n_classes=int(d["n_classes"]),
-                      n_bins=int(d["n_bins"]), sites=list(d["sites"]), text_dim=int(d["text_dim"]),
-                      task=str(d["task"]))
+def write_info(info: CohortInfo, path: str | Path) -> None:
+    """Write ``cohort_info.json``."""
+    Path(path).write_text(json.dumps(info.to_dict(), indent=2))
 
 
 def read_info(path: str | Path) -> CohortInfo:
-    return info_from_dict(json.loads(Path(path).read_text()))
+    """Read ``cohort_info.json``."""
+    return CohortInfo.from_dict(json.loads(Path(path).read_text()))
 
 
 # ----------------------------------------------------------------------------------------------

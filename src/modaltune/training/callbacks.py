@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pandas as pd
 from lightning.pytorch import Callback
 
-from .io import BEST, HISTORY, save_weights
+from ..runs.layout import BEST, HISTORY, save_weights
 from .scoring import is_better
 
 __all__ = ["SelectionCallback", "SeedEpochCallback", "TIEBREAK"]
