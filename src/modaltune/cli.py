@@ -159,6 +159,10 @@ def cmd_benchmark(args) -> int:
         out=args.out,
         ood=not args.no_ood,
         folds=args.folds,
+        metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+        drop_at_test=[m.strip() for m in (args.drop_at_test or "").split(",") if m.strip()],
+        train_fractions=[float(f) for f in (args.train_fractions or "").split(",") if f.strip()],
+        attribution=args.attribution,
     )
     return 0
 
@@ -257,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--folds", type=int, help="k-fold cross-validation with K folds (validation carved from each "
                                               "training fold); tables give mean ± std over folds x seeds")
     s.add_argument("--no-ood", action="store_true", help="skip the out-of-distribution table")
+    s.add_argument("--metrics", default="balanced_accuracy,c_index",
+                   help="table metrics: balanced_accuracy, c_index, auc, accuracy, sensitivity, specificity, f1")
+    s.add_argument("--drop-at-test", help="also evaluate with each of these modalities removed from every test "
+                                          "patient: wsi, omics, report (comma-separated)")
+    s.add_argument("--train-fractions", help="data efficiency: also train on these fractions of each training part, "
+                                             "e.g. 0.1,0.25,0.5 (validation and test parts unchanged)")
+    s.add_argument("--attribution", action="store_true",
+                   help="Shapley share of each modality in the predicted risk, per site (attribution.csv)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--config", type=Path, help="YAML applied to every method")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

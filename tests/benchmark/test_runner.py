@@ -92,3 +92,38 @@ def test_folds_give_one_cell_per_fold_and_mean_std_over_folds(small_cohort, tmp_
     mean, std = values.mean(), values.std(ddof=1)
     assert f"{mean:.3f} ± {std:.3f}" in md and "folds x seeds" in md
     assert "| Toy family | Toy |" in md
+
+
+def test_missing_at_test_data_efficiency_and_attribution(small_cohort, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bench = Benchmark(small_cohort.root, [TOY], sites=["BRCA"], seeds=[0], out=tmp_path / "b", ood=False,
+                          overrides=["train.epochs=1", "train.progress_bar=false"], drop_at_test=["omics"],
+                          train_fractions=[0.5], attribution=True)
+        bench.run_in_domain()
+        paths = bench.write()
+    res = pd.read_csv(tmp_path / "b" / "results.csv")
+    assert set(res["table"]) == {"table2", "missing", "efficiency"}
+    # without omics the toy (omics only) predicts the same risk for everyone: C-index 0.5
+    missing = res[res.table == "missing"]
+    assert missing["method"].tolist() == ["Toy without omics"] and missing["value"].iloc[0] == pytest.approx(0.5)
+    assert "Toy without omics" in paths["missing_markdown"].read_text()
+    # half the training patients, same validation and test patients
+    full_run, half_run = res.loc[res.table == "table2", "run_dir"].iloc[0], res.loc[res.table == "efficiency",
+                                                                                   "run_dir"].iloc[0]
+    assert "frac50_seed0" in half_run
+    full, half = (pd.read_csv(f"{r}/split.csv") for r in (full_run, half_run))
+    n_full, n_half = (int((d.split == "train").sum()) for d in (full, half))
+    assert abs(n_half - n_full / 2) <= 2 and set(half.case_id[half.split == "train"]) <= set(full.case_id)
+    for part in ("val", "test"):
+        assert set(half.case_id[half.split == part]) == set(full.case_id[full.split == part])
+    assert "| Toy |" in paths["efficiency"].read_text() and "50%" in paths["efficiency"].read_text()
+    # Shapley shares: the toy reads omics only, so omics carries the whole prediction
+    att = pd.read_csv(tmp_path / "b" / "attribution.csv").set_index("site")
+    assert att.loc["overall", "share_omics"] == pytest.approx(1.0)
+    assert att.loc["overall", "share_wsi"] == 0.0 and att.loc["overall", "share_report"] == 0.0
+    per_patient = pd.read_csv(f"{full_run}/attribution_modalities.csv")
+    risk_all = pd.read_csv(f"{full_run}/predictions.csv").set_index("case_id")["risk"]
+    risk_none = pd.read_csv(f"{full_run}/predictions_without_omics.csv").set_index("case_id")["risk"]
+    phi = per_patient.set_index("case_id")["phi_omics"]                 # efficiency: all - none
+    assert (phi - (risk_all - risk_none).loc[phi.index]).abs().max() < 1e-5

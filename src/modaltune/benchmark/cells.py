@@ -20,9 +20,12 @@ from ..errors import ConfigError
 from ..methods.base import Method, Stage
 from ..registry import METHODS, load_builtin
 
-__all__ = ["MethodSpec", "Unit", "parse_methods", "units", "TASK_METRIC", "cell_dir"]
+__all__ = ["MethodSpec", "Unit", "parse_methods", "units", "TASK_METRIC", "TASK_METRICS", "cell_dir"]
 
 TASK_METRIC = {"subtype": "balanced_accuracy", "survival": "c_index"}
+#: every metric a run of a task may report (the tables show those the benchmark asks for)
+TASK_METRICS = {"subtype": ("balanced_accuracy", "auc", "accuracy", "sensitivity", "specificity", "f1"),
+                "survival": ("c_index",)}
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,9 @@ class MethodSpec:
         return list(runs) if runs else [None]
 
     def metrics(self, task: str | None) -> list[str]:
-        """The table metrics a run of ``task`` yields."""
-        if task is not None:
-            return [TASK_METRIC[task]]
-        return [TASK_METRIC[t] for t in self.cls.tasks if t in TASK_METRIC]
+        """The metrics a run of ``task`` (or of every task of a multi-task run) may report."""
+        tasks = [task] if task is not None else [t for t in self.cls.tasks if t in TASK_METRICS]
+        return [m for t in tasks for m in TASK_METRICS[t]]
 
 
 def parse_methods(methods: list[str]) -> list[MethodSpec]:
@@ -87,30 +89,37 @@ def parse_methods(methods: list[str]) -> list[MethodSpec]:
 
 @dataclass(frozen=True)
 class Unit:
-    """One evaluation unit: a fold (or None for a holdout split) and a seed."""
+    """One evaluation unit: a fold (or None for a holdout split), a seed, and the fraction of each
+    training part used (data-efficiency studies; validation and test parts are unchanged)."""
 
     fold: int | None
     seed: int
+    fraction: float = 1.0
 
     @property
     def name(self) -> str:
-        """Directory name (``seed0`` or ``fold2_seed0``)."""
-        return f"seed{self.seed}" if self.fold is None else f"fold{self.fold}_seed{self.seed}"
+        """Directory name (``seed0``, ``fold2_seed0``, ``frac25_fold2_seed0``)."""
+        base = f"seed{self.seed}" if self.fold is None else f"fold{self.fold}_seed{self.seed}"
+        return base if self.fraction >= 1.0 else f"frac{round(self.fraction * 100):g}_{base}"
 
     def data(self, n_folds: int | None, split_seed: int) -> dict:
         """The ``data`` settings of this unit's split."""
+        out: dict = {} if self.fraction >= 1.0 else {"train_fraction": float(self.fraction)}
         if self.fold is None:
-            return {}
-        return {"split": "kfold", "n_folds": int(n_folds), "fold": int(self.fold), "split_seed": int(split_seed)}
+            return out
+        return {**out, "split": "kfold", "n_folds": int(n_folds), "fold": int(self.fold),
+                "split_seed": int(split_seed)}
 
 
-def units(seeds, n_folds: int | None) -> list[Unit]:
-    """Every (fold, seed) of a benchmark, folds outermost."""
+def units(seeds, n_folds: int | None, fraction: float = 1.0) -> list[Unit]:
+    """Every (fold, seed) of a benchmark at one training fraction, folds outermost."""
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ConfigError(f"training fractions must be in (0, 1], got {fraction}")
     if n_folds:
         if int(n_folds) < 2:
             raise ConfigError(f"--folds needs at least 2 folds, got {n_folds}")
-        return [Unit(f, int(s)) for f in range(int(n_folds)) for s in seeds]
-    return [Unit(None, int(s)) for s in seeds]
+        return [Unit(f, int(s), float(fraction)) for f in range(int(n_folds)) for s in seeds]
+    return [Unit(None, int(s), float(fraction)) for s in seeds]
 
 
 def cell_dir(out: Path, spec: MethodSpec, stage: Stage, where: str, unit: Unit, task: str | None, final: bool,

@@ -13,6 +13,12 @@ under ``--out``:
 - ``paired_tests.csv``: per site and metric, the best method against every other (paired
   bootstrap over the first unit's test patients; Wilcoxon signed-rank over units), and over all
   sites (pairs = sites x units);
+- with ``drop_at_test``: ``table_missing.md`` -- each method with a modality removed from every test
+  patient (its own missing-modality path);
+- with ``train_fractions``: ``data_efficiency.md`` -- Overall test metrics when each training part is
+  cut to a fraction (nested, stratified; validation and test parts unchanged);
+- with ``attribution``: ``attribution.csv`` -- per site, the mean share of each modality in the
+  predicted risk (exact Shapley values, :mod:`modaltune.runs.attribution`);
 - ``results.csv`` / ``results.json``: every number with the run directory it came from.
 """
 
@@ -27,11 +33,13 @@ import pandas as pd
 
 from ..chains import PlannedRun, Resolver, plan_chain, run_chain
 from ..data.cohort import Cohort
+from ..data.dataset import MODALITIES
+from ..errors import ConfigError
 from ..pipeline import in_domain_sites, resolve_site_names, resolve_split
 from ..runs import layout
 from ..utils import write_json
 from .cells import MethodSpec, Unit, cell_dir, parse_methods, units
-from .tables import write_tables
+from .tables import DEFAULT_METRICS, METRIC_TITLES, write_efficiency, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +64,19 @@ class Benchmark:
         ood: also evaluate on the cohort's out-of-distribution sites (linear probing).
         ood_reference_site: the site whose per-site models are probed out of distribution.
         ood_supervised: methods also trained on each OOD site itself (the supervised reference).
+        metrics: the metrics of the tables (default: balanced accuracy and C-index; classification
+            runs also report auc, accuracy, sensitivity, specificity, f1).
+        drop_at_test: modalities (``wsi``, ``omics``, ``report``) each removed from every test patient
+            in an extra evaluation of every final run.
+        train_fractions: fractions (< 1) of each training part for a data-efficiency study.
+        attribution: Shapley modality shares of every ``predict`` run's test risks.
     """
 
     def __init__(self, cohort_dir, methods: Sequence[str], *, sites: Sequence[str] | None = None,
                  seeds: Sequence[int] = (0,), folds: int | None = None, config=None, overrides: Sequence[str] = (),
                  out="benchmark", ood: bool = True, ood_reference_site: str | None = None,
-                 ood_supervised: Sequence[str] | None = None):
+                 ood_supervised: Sequence[str] | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
+                 drop_at_test: Sequence[str] = (), train_fractions: Sequence[float] = (), attribution: bool = False):
         self.cohort = Cohort.load(cohort_dir)
         self.specs = parse_methods(list(methods))
         self.sites = resolve_site_names(sites, self.cohort) if sites else in_domain_sites(self.cohort)
@@ -75,6 +90,18 @@ class Benchmark:
             ood_supervised = [s.name for s in self.specs if s.family == "Multi-modal"][:1]
         self.ood_supervised = list(ood_supervised)
         self.split_seed = self._split_seed()
+        unknown = [m for m in metrics if m not in METRIC_TITLES]
+        if unknown:
+            raise ConfigError(f"unknown metric(s) {unknown}; known: {list(METRIC_TITLES)}")
+        self.metrics = list(metrics)
+        self.drop_at_test = list(drop_at_test)
+        bad = [m for m in self.drop_at_test if m not in MODALITIES]
+        if bad:
+            raise ConfigError(f"unknown modality {bad} for drop_at_test; known: {list(MODALITIES)}")
+        self.fractions = sorted({float(f) for f in train_fractions if float(f) < 1.0})
+        self.efficiency_units = [u for f in self.fractions for u in units(self.seeds, self.folds, f)]
+        self.attribution = bool(attribution)
+        self.attributions: list[pd.DataFrame] = []
         self.rows: list[dict] = []
         self.predictions: dict[tuple, Path] = {}
 
@@ -115,14 +142,35 @@ class Benchmark:
                     self.predictions[(row["method"], site, unit.name, metric)] = run_dir
 
     def run_in_domain(self) -> None:
-        """Train and evaluate every cell on the benchmark's sites."""
+        """Train and evaluate every cell on the benchmark's sites (and the extra studies asked for)."""
         for spec in self.specs:
-            for unit in self.units:
+            for unit in self.units + self.efficiency_units:
                 for task in spec.tasks():
                     log.info("benchmark cell %s %s %s", spec.spec, unit.name, task or "multi")
                     results = run_chain(self.plan(spec, unit, task, self.sites), self.cohort, evaluate=True)
                     for run_dir, metrics in results.items():
+                        if unit.fraction < 1.0:
+                            self._record(spec, unit, metrics, run_dir, spec.metrics(task), table="efficiency")
+                            continue
                         self._record(spec, unit, metrics, run_dir, spec.metrics(task))
+                        self._extra_studies(spec, unit, task, run_dir)
+
+    def _extra_studies(self, spec: MethodSpec, unit: Unit, task: str | None, run_dir: Path) -> None:
+        from ..runs.attribution import modality_attribution
+        from ..runs.evaluate import evaluate_run, result_name
+
+        for mod in self.drop_at_test:
+            path = run_dir / result_name(layout.METRICS, [mod])
+            metrics = json.loads(path.read_text()) if path.exists() else evaluate_run(run_dir, cohort=self.cohort,
+                                                                                     absent=[mod])
+            self._record(spec, unit, metrics, run_dir, spec.metrics(task), table="missing",
+                         label=f"{spec.label} without {mod}")
+        if self.attribution and spec.cls.declare(Resolver(self.config, self.overrides)(spec.name)).evaluation \
+                == "predict" and (task in (None, "survival")):
+            table = modality_attribution(run_dir, cohort=self.cohort)
+            table.insert(0, "unit", unit.name)
+            table.insert(0, "method", spec.label)
+            self.attributions.append(table)
 
     def run_ood(self) -> None:
         """Out-of-distribution probing of the reference site's models, and the supervised reference."""
@@ -175,11 +223,20 @@ class Benchmark:
         results.to_json(self.out / "results.json", orient="records", indent=2)
         unit_word = "folds x seeds" if self.folds else "seeds"
         paths = write_tables(results[results.table == "table2"], self.sites, self.out, "table2",
-                             f"In-domain test results (mean ± std over {unit_word})")
+                             f"In-domain test results (mean ± std over {unit_word})", self.metrics)
         if self.ood_sites and (results.table == "table3").any():
             paths.update({f"ood_{k}": v for k, v in write_tables(
                 results[results.table == "table3"], self.ood_sites, self.out, "table3",
-                "Out-of-distribution test results with linear probing (Table 3 style)").items()})
+                "Out-of-distribution test results with linear probing (Table 3 style)", self.metrics).items()})
+        if (results.table == "missing").any():
+            paths.update({f"missing_{k}": v for k, v in write_tables(
+                results[results.table == "missing"], self.sites, self.out, "table_missing",
+                f"Test results with one modality removed from every test patient (mean ± std over {unit_word})",
+                self.metrics).items()})
+        if self.fractions:
+            paths["efficiency"] = write_efficiency(results, [*self.fractions, 1.0], self.out, self.metrics)
+        if self.attributions:
+            pd.concat(self.attributions, ignore_index=True).to_csv(self.out / "attribution.csv", index=False)
         t2 = results[results.table == "table2"]
         first = self.units[0].name
         km_figures(self.predictions, self.out, first)
@@ -189,15 +246,17 @@ class Benchmark:
 
 
 def run_benchmark(cohort_dir, methods, sites=None, seeds=(0, 1, 2), config=None, overrides=(), out="benchmark",
-                  ood=True, ood_supervised=None, folds=None) -> Benchmark:
+                  ood=True, ood_supervised=None, folds=None, metrics=DEFAULT_METRICS, drop_at_test=(),
+                  train_fractions=(), attribution=False) -> Benchmark:
     """Run a benchmark end to end and print its tables."""
     bench = Benchmark(cohort_dir, methods, sites=sites, seeds=seeds, folds=folds, config=config, overrides=overrides,
-                      out=out, ood=ood, ood_supervised=ood_supervised)
+                      out=out, ood=ood, ood_supervised=ood_supervised, metrics=metrics, drop_at_test=drop_at_test,
+                      train_fractions=train_fractions, attribution=attribution)
     bench.run_in_domain()
     bench.run_ood()
     paths = bench.write()
-    print(Path(paths["markdown"]).read_text())
-    if "ood_markdown" in paths:
-        print(Path(paths["ood_markdown"]).read_text())
+    for key in ("markdown", "ood_markdown", "missing_markdown", "efficiency"):
+        if key in paths:
+            print(Path(paths[key]).read_text())
     print(f"benchmark written to {bench.out}")
     return bench

@@ -16,7 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-METRIC_TITLES = {"balanced_accuracy": "Balanced accuracy", "c_index": "C-index"}
+METRIC_TITLES = {"balanced_accuracy": "Balanced accuracy", "c_index": "C-index", "auc": "AUC (macro)",
+                 "accuracy": "Accuracy", "sensitivity": "Sensitivity (macro)", "specificity": "Specificity (macro)",
+                 "f1": "F1 (macro)"}
+#: metrics written unless a benchmark asks for others
+DEFAULT_METRICS = ("balanced_accuracy", "c_index")
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -102,12 +106,14 @@ def markdown_table(summary: pd.DataFrame, sites: list[str], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(results: pd.DataFrame, sites: list[str], out: Path, stem: str, title: str) -> dict[str, Path]:
-    """Write markdown, CSV and JSON for both metrics; return the paths."""
+def write_tables(results: pd.DataFrame, sites: list[str], out: Path, stem: str, title: str,
+                 metrics=DEFAULT_METRICS) -> dict[str, Path]:
+    """Write markdown, CSV and JSON for each metric; return the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     md_parts = []
-    for metric, name in METRIC_TITLES.items():
+    for metric in metrics:
+        name = METRIC_TITLES.get(metric, metric)
         summary = summarise(results, metric)
         if summary.empty:
             continue
@@ -121,3 +127,35 @@ def write_tables(results: pd.DataFrame, sites: list[str], out: Path, stem: str, 
     md.write_text("\n".join(md_parts))
     paths["markdown"] = md
     return paths
+
+
+def write_efficiency(results: pd.DataFrame, fractions: list[float], out: Path, metrics=DEFAULT_METRICS) -> Path:
+    """``data_efficiency.md`` (+ CSV): Overall test metric per method (rows) and training fraction
+    (columns), mean ± std over units; the 100 % column is the main table's."""
+    rows, md = [], []
+    full = results[results.table == "table2"]
+    cut = results[results.table == "efficiency"]
+    for metric in metrics:
+        cols = [f"{f:.0%}" for f in fractions]
+        frames = {f: (full if f >= 1.0 else cut[cut["unit"].str.startswith(f"frac{round(f * 100):g}_")])
+                  for f in fractions}
+        summaries = {f: summarise(df, metric) for f, df in frames.items()}
+        methods = sorted({(int(o), m) for sm in summaries.values() if not sm.empty
+                          for o, m in zip(sm["family_order"], sm["method"])})
+        if not methods:
+            continue
+        md += [f"**Data efficiency: Overall {METRIC_TITLES.get(metric, metric)}**", "",
+               "| Method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for _, method in methods:
+            cells = []
+            for f in fractions:
+                sm = summaries[f]
+                hit = sm[(sm.method == method) & (sm.site == "Overall")]
+                cells.append(_fmt(hit["mean"].iloc[0], hit["std"].iloc[0]) if len(hit) else "n/a")
+            md.append(f"| {method} | " + " | ".join(cells) + " |")
+            rows.append({"metric": metric, "method": method, **dict(zip(cols, cells))})
+        md.append("")
+    path = out / "data_efficiency.md"
+    path.write_text("\n".join(md) + "\n")
+    pd.DataFrame(rows).to_csv(out / "data_efficiency.csv", index=False)
+    return path

@@ -34,11 +34,16 @@ from .patient import INPUTS, Patient
 from .prompts import TASKS, build_prompts
 from .slides import Slide, SlideCache, concat_slides, load_slide
 
-__all__ = ["PatientDataset", "LEGACY_INPUTS"]
+__all__ = ["PatientDataset", "LEGACY_INPUTS", "MODALITIES"]
 
 _MAGNIFICATIONS = ("primary", "secondary", "both")
+#: modalities a patient may lack (and a study may remove)
+MODALITIES = ("wsi", "omics", "report")
 #: What a dataset built without an ``inputs`` declaration provides.
 LEGACY_INPUTS = frozenset({"bag", "omics", "report_text"})
+
+
+_FLAGS = {"wsi": ("has_wsi", "has_wsi_secondary"), "omics": ("has_omics",), "report": ("has_report",)}
 
 
 class PatientDataset(Dataset):
@@ -59,6 +64,9 @@ class PatientDataset(Dataset):
         seed: base seed of the subsampling.
         eval_bag_cap: optional cap in evaluation mode (deterministic subsample).
         grid: side of the fixed-size bags (``fixed_bags``).
+        absent: modalities treated as missing for every patient (``wsi``, ``omics``, ``report``):
+            their flags are false and their inputs empty or zero, as for a patient who lacks them
+            (missing-modality studies at test time).
         cache_size: number of loaded feature files kept in memory.
     """
 
@@ -66,7 +74,8 @@ class PatientDataset(Dataset):
                  inputs: frozenset[str] | set[str] | None = None, bag_cap: int | None = None,
                  text_cache: Mapping[str, Any] | None = None, report_cache: Mapping[str, Any] | None = None,
                  report_token_cache: Mapping[str, Any] | None = None, magnification: str = "primary",
-                 seed: int = 0, eval_bag_cap: int | None = None, grid: int | None = None, cache_size: int = 16):
+                 seed: int = 0, eval_bag_cap: int | None = None, grid: int | None = None,
+                 absent: Sequence[str] = (), cache_size: int = 16):
         if magnification not in _MAGNIFICATIONS:
             raise ConfigError(f"magnification must be one of {_MAGNIFICATIONS}, not '{magnification}'")
         if inputs is None:
@@ -95,6 +104,10 @@ class PatientDataset(Dataset):
         self.train, self.bag_cap, self.eval_bag_cap = bool(train), bag_cap, eval_bag_cap
         self.text_cache, self.report_cache, self.report_token_cache = text_cache, report_cache, report_token_cache
         self.magnification, self.seed, self.grid = magnification, int(seed), int(grid or 0)
+        self.absent = frozenset(absent)
+        bad = sorted(self.absent - set(MODALITIES))
+        if bad:
+            raise ConfigError(f"unknown modality {bad} to remove; known: {list(MODALITIES)}")
         self.epoch = 0
         self._cache = SlideCache(cache_size)
         self._warned_coords = False
@@ -130,6 +143,9 @@ class PatientDataset(Dataset):
     # -- item --------------------------------------------------------------------------------
     def __getitem__(self, index: int) -> Patient:
         row = self._rows[index]
+        if self.absent:
+            row = {**row, **{k: False for m in self.absent for k in _FLAGS[m]}, **(
+                {"slide_paths": "", "slide_paths_secondary": ""} if "wsi" in self.absent else {})}
         case = row["case_id"]
         item: dict[str, Any] = {"case_id": case, "site": row["site"], "index": int(index)}
         first = "secondary" if self.magnification == "secondary" else "primary"

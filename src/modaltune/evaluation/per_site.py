@@ -16,6 +16,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from .classification import classification_summary
 from .metrics import balanced_accuracy, c_index, ipcw_c_index_detail
 from .probes import check_logreg, fit_subtype_probe, fit_survival_probe
 
@@ -23,7 +24,9 @@ __all__ = ["METRIC_KEYS", "SITE_METRICS", "subtype_labels", "survival_arrays", "
            "label_metrics", "predictions_frame", "site_means", "add_overall", "nanmean"]
 
 METRIC_KEYS = ("balanced_accuracy", "c_index", "ipcw_c_index", "n", "n_events")
-SITE_METRICS = ("balanced_accuracy", "c_index", "ipcw_c_index")
+#: classification metrics of the disentangled paper's tables (from the method's own probabilities)
+CLASS_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "f1")
+SITE_METRICS = ("balanced_accuracy", "c_index", "ipcw_c_index") + CLASS_METRICS
 
 
 def subtype_labels(df: pd.DataFrame) -> np.ndarray:
@@ -158,9 +161,31 @@ def nanmean(values) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def label_metrics(df_eval: pd.DataFrame, pred_class: np.ndarray, risk: np.ndarray, df_train: pd.DataFrame
-                  ) -> dict[str, dict]:
-    """Per-site metrics of a label-trained method's own predictions (rows of ``df_eval``)."""
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def _class_metrics(y: np.ndarray, logits: list) -> dict[str, float]:
+    """AUC / accuracy / sensitivity / specificity / F1 of one site (NaN when not computable)."""
+    keep = [i for i, lg in enumerate(logits) if y[i] >= 0 and lg is not None and np.size(lg)]
+    widths = {np.size(logits[i]) for i in keep}
+    if len(keep) < 2 or len(widths) != 1 or widths.pop() < 2 or len(np.unique(y[keep])) < 2:
+        return {k: float("nan") for k in CLASS_METRICS}
+    prob = np.stack([_softmax(logits[i]) for i in keep])
+    if int(y[keep].max()) >= prob.shape[1]:
+        return {k: float("nan") for k in CLASS_METRICS}
+    return classification_summary(y[keep], prob)
+
+
+def label_metrics(df_eval: pd.DataFrame, pred_class: np.ndarray, risk: np.ndarray, df_train: pd.DataFrame,
+                  logits: list | None = None) -> dict[str, dict]:
+    """Per-site metrics of a label-trained method's own predictions (rows of ``df_eval``).
+
+    With ``logits`` (one array per patient, the site's classes) the site also gets the macro
+    classification metrics of :data:`CLASS_METRICS` from their softmax probabilities.
+    """
     y = subtype_labels(df_eval)
     t, e, has = survival_arrays(df_eval)
     t_tr, e_tr, h_tr = survival_arrays(df_train)
@@ -182,6 +207,9 @@ def label_metrics(df_eval: pd.DataFrame, pred_class: np.ndarray, risk: np.ndarra
                "n_subtype": int((y[m] >= 0).sum())}
         if why and ms.any():
             row["notes"] = f"ipcw_c_index: {why}"
+        if logits is not None:
+            idx = np.flatnonzero(m)
+            row.update(_class_metrics(y[idx], [logits[i] for i in idx]))
         out[site] = row
     return out
 

@@ -127,12 +127,13 @@ def device_of(cfg: Mapping[str, Any]) -> torch.device:
 
 
 def make_dataset(cohort: Cohort, ids: Sequence[str], state: FittedState, cfg: Mapping[str, Any], train: bool,
-                 caches: Mapping[str, Any] | None = None) -> PatientDataset:
+                 caches: Mapping[str, Any] | None = None, absent: Sequence[str] = ()) -> PatientDataset:
     """PatientDataset of ``ids`` with the inputs the method declares, the run's bag caps and seed.
 
     Args:
         caches: ``text_targets`` / ``report_embedding`` / ``report_tokens`` caches (see
             :mod:`modaltune.runs.inputs`).
+        absent: modalities removed from every patient (missing-modality studies at test time).
     """
     d = cfg["data"]
     decl = declaration(cfg)
@@ -141,7 +142,7 @@ def make_dataset(cohort: Cohort, ids: Sequence[str], state: FittedState, cfg: Ma
                           bag_cap=d.get("bag_cap") if train else None, magnification=d.get("magnification", "primary"),
                           seed=int(cfg["seed"]), eval_bag_cap=d.get("eval_bag_cap"), grid=d.get("grid"),
                           text_cache=caches.get("text_targets"), report_cache=caches.get("report_embedding"),
-                          report_token_cache=caches.get("report_tokens"))
+                          report_token_cache=caches.get("report_tokens"), absent=absent)
 
 
 def manifest_rows(cohort: Cohort, ids: Sequence[str]) -> pd.DataFrame:

@@ -24,12 +24,14 @@ from .inference import infer
 from .inputs import build_caches, cache_dir_for
 from .load import LoadedRun, load_run
 
-__all__ = ["embed_run", "evaluate_run", "evaluate_ood", "run_inference"]
+__all__ = ["embed_run", "evaluate_run", "evaluate_ood", "run_inference", "result_name"]
 
 
-def run_inference(run: LoadedRun, ids: Sequence[str], *, embed: bool = True, predict: bool = False):
-    """Embeddings / predictions of ``ids`` with a loaded run (its caches extended as needed)."""
-    ds = make_dataset(run.cohort, ids, run.state, run.cfg, train=False)
+def run_inference(run: LoadedRun, ids: Sequence[str], *, embed: bool = True, predict: bool = False,
+                  absent: Sequence[str] = ()):
+    """Embeddings / predictions of ``ids`` with a loaded run (its caches extended as needed); ``absent``
+    modalities are removed from every patient."""
+    ds = make_dataset(run.cohort, ids, run.state, run.cfg, train=False, absent=absent)
     ds.attach_caches(build_caches(run.cfg, run.declaration, [ds], cache_dir_for(run.cohort, run.run_dir)))
     return infer(run.method, ds, device=run.device, precision=run.precision, embed=embed, predict=predict,
                  num_workers=int(run.cfg["data"].get("num_workers") or 0), batching=run.declaration.batching,
@@ -59,20 +61,33 @@ def _km_plots(run_dir: Path, preds: pd.DataFrame, metrics: dict, suffix: str = "
         metrics[site]["logrank_p"] = km["p_value"]
 
 
-def _probe(run: LoadedRun, tr_ids: Sequence[str], te_ids: Sequence[str]):
+def _probe(run: LoadedRun, tr_ids: Sequence[str], te_ids: Sequence[str], absent: Sequence[str] = ()):
     df_tr, df_te = manifest_rows(run.cohort, tr_ids), manifest_rows(run.cohort, te_ids)
-    tr, te = run_inference(run, tr_ids), run_inference(run, te_ids)
+    tr, te = run_inference(run, tr_ids), run_inference(run, te_ids, absent=absent)
     metrics, preds = probe_metrics(tr.embeddings, te.embeddings, df_tr, df_te, cfg=run.cfg, return_predictions=True)
     return metrics, preds, tr, te
 
 
-def evaluate_run(run_dir: str | Path, cohort: Cohort | None = None, eval_sites: Sequence[str] | None = None) -> dict:
+def result_name(name: str, absent: Sequence[str] = ()) -> str:
+    """``metrics.json`` or, with modalities removed at test, ``metrics_without_omics.json`` (etc.)."""
+    if not absent:
+        return name
+    stem, dot, ext = name.partition(".")
+    return f"{stem}_without_{'_'.join(sorted(absent))}{dot}{ext}"
+
+
+def evaluate_run(run_dir: str | Path, cohort: Cohort | None = None, eval_sites: Sequence[str] | None = None,
+                 absent: Sequence[str] = ()) -> dict:
     """Score the selected weights on the test split (first and only time the test split is used).
 
     ``probe`` methods: embed train + test, fit probes per site on the training patients (ModalTune
     Sec. 4.3). ``predict`` methods: their own predictions on the test patients. Writes
     ``metrics.json`` (per site + ``overall`` = mean over sites), ``predictions.csv``,
     ``embeddings.npz`` (probe methods) and ``figures/km_<site>.png``; returns the metrics.
+
+    With ``absent`` modalities (e.g. ``["omics"]``) every test patient is scored as if it lacked them
+    (the method's own missing-modality path); results go to ``metrics_without_<...>.json`` and
+    ``predictions_without_<...>.csv``; probes are still fitted on complete training patients.
     """
     run = load_run(run_dir, cohort)
     rd = run.run_dir
@@ -89,21 +104,22 @@ def evaluate_run(run_dir: str | Path, cohort: Cohort | None = None, eval_sites: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if run.declaration.evaluation == "probe":
-            metrics, preds, tr, te = _probe(run, split["train"], split["test"])
-            np.savez_compressed(rd / layout.EMBEDDINGS, case_id=np.asarray(tr.ids + te.ids),
+            metrics, preds, tr, te = _probe(run, split["train"], split["test"], absent)
+            np.savez_compressed(rd / result_name(layout.EMBEDDINGS, absent), case_id=np.asarray(tr.ids + te.ids),
                                 split=np.asarray(["train"] * len(tr.ids) + ["test"] * len(te.ids)),
                                 site=np.asarray(tr.sites + te.sites),
                                 embedding=np.concatenate([tr.embeddings, te.embeddings]))
         else:
             df_tr, df_te = manifest_rows(run.cohort, split["train"]), manifest_rows(run.cohort, split["test"])
-            te = run_inference(run, split["test"], embed=False, predict=True)
-            metrics = label_metrics(df_te, te.pred_class, te.risk, df_tr)
+            te = run_inference(run, split["test"], embed=False, predict=True, absent=absent)
+            metrics = label_metrics(df_te, te.pred_class, te.risk, df_tr, logits=te.logits)
             preds = predictions_frame(df_te, te.pred_class, te.risk, case_ids=te.ids)
     preds.insert(2, "split", "test")
-    preds.to_csv(rd / layout.PREDICTIONS, index=False)
-    _km_plots(rd, preds, metrics)
+    preds.to_csv(rd / result_name(layout.PREDICTIONS, absent), index=False)
+    if not absent:
+        _km_plots(rd, preds, metrics)
     metrics = add_overall(metrics)
-    write_json(rd / layout.METRICS, metrics)
+    write_json(rd / result_name(layout.METRICS, absent), metrics)
     return metrics
 
 

@@ -23,7 +23,8 @@ from .scoring import is_better
 __all__ = ["SelectionCallback", "SeedEpochCallback", "TIEBREAK"]
 
 #: Secondary validation metric that breaks ties of the selection metric.
-TIEBREAK = {"val_balanced_accuracy": "val_c_index", "val_c_index": "val_balanced_accuracy"}
+TIEBREAK = {"val_balanced_accuracy": "val_c_index", "val_c_index": "val_balanced_accuracy",
+            "val_auc": "val_balanced_accuracy"}
 
 
 class SelectionCallback(Callback):

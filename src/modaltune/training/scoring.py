@@ -21,7 +21,7 @@ from ..runs.inference import infer
 
 __all__ = ["SELECT_METRICS", "resolve_select_metric", "score_epoch", "is_better"]
 
-SELECT_METRICS = ("val_balanced_accuracy", "val_c_index", "val_loss", "last")
+SELECT_METRICS = ("val_balanced_accuracy", "val_auc", "val_c_index", "val_loss", "last")
 
 
 def resolve_select_metric(cfg: Mapping, decl: Declaration, train_df: pd.DataFrame) -> str:
@@ -59,10 +59,13 @@ def score_epoch(method, *, decl: Declaration, train_ds, val_ds, train_df: pd.Dat
             per_site = probe_metrics(tr.embeddings, val.embeddings, train_df, val_df, cfg=cfg)
         else:
             val = infer(method, val_ds, embed=False, predict=True, loss=True, **kw)
-            per_site = label_metrics(val_df, val.pred_class, val.risk, train_df)
+            per_site = label_metrics(val_df, val.pred_class, val.risk, train_df, logits=val.logits)
     means = site_means(per_site)
-    return {"val_loss": val.loss, "val_balanced_accuracy": means["balanced_accuracy"],
-            "val_c_index": means["c_index"], "val_ipcw_c_index": means["ipcw_c_index"]}
+    out = {"val_loss": val.loss, "val_balanced_accuracy": means["balanced_accuracy"],
+           "val_c_index": means["c_index"], "val_ipcw_c_index": means["ipcw_c_index"]}
+    if decl.evaluation == "predict" and not math.isnan(means.get("auc", float("nan"))):
+        out["val_auc"] = means["auc"]
+    return out
 
 
 def is_better(score: float, best: float | None, lower: bool) -> bool:
