@@ -5,6 +5,7 @@
   as used by SurvPath / MCAT / MICE).
 - :func:`cox_ph_loss`: negative Cox partial log-likelihood with Breslow ties.
 - :func:`supcon_loss`: supervised contrastive loss over several views (modalities) per sample.
+- :func:`multiview_contrastive`: MICE's contrastive loss over a ragged set of modality tokens.
 - :func:`cross_entropy`: cross-entropy accepting a single unbatched logit vector.
 """
 
@@ -14,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 __all__ = ["kl_text_loss", "nll_survival_loss", "survival_risk", "cox_ph_loss", "supcon_loss",
-           "cross_entropy"]
+           "multiview_contrastive", "CONTRASTIVE_FORMS", "cross_entropy"]
 
 
 def kl_text_loss(z: torch.Tensor, y: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
@@ -138,6 +139,58 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor | None = None, temp
     if base_temperature is not None:
         loss = loss * (temperature / base_temperature)
     return loss.mean()
+
+
+CONTRASTIVE_FORMS = ("supcon_out", "infonce_in")
+
+
+def multiview_contrastive(features: torch.Tensor, owner: torch.Tensor, temperature: float = 0.1,
+                          form: str = "supcon_out") -> torch.Tensor:
+    """MICE's multi-modal contrastive loss over the real unimodal tokens of a batch (ragged views).
+
+    Every token is an anchor; its positives are the other tokens of the same patient (``owner``),
+    its negatives every token of the other patients; itself is excluded. Tokens are L2-normalised
+    and the logits are ``cos / temperature`` (MICE: 0.1), computed in fp32. The caller passes only
+    *real* tokens: synthesised tokens of missing modalities must not be contrasted.
+
+    Args:
+        features: ``[M, D]`` tokens (any number per patient).
+        owner: ``[M]`` patient index of each token.
+        temperature: softmax temperature.
+        form: ``"supcon_out"`` (the official code, SupCon's "outside" form): the anchor's loss is
+            ``-mean_{p in P} log softmax_p`` over all non-self tokens; ``"infonce_in"`` (the paper's
+            Eq. 1): ``-log (sum_{p in P} exp l_p / sum_{j != a} exp l_j)``.
+
+    Anchors without a positive (a patient with one real modality) are left out of the mean; the
+    code counts them as zeros, which only rescales the loss by the fraction of such anchors (spec
+    ``mice.md`` (c), (i) 16). Their tokens still serve as negatives of the other anchors, as in the
+    code. With no anchor left the loss is ``0 * features.sum()`` (zero, graph kept).
+
+    Returns:
+        The mean loss over anchors with at least one positive (a scalar).
+    """
+    if form not in CONTRASTIVE_FORMS:
+        raise ValueError(f"multiview_contrastive form must be one of {CONTRASTIVE_FORMS}, got {form!r}")
+    if features.dim() != 2 or owner.reshape(-1).numel() != features.shape[0]:
+        raise ValueError("multiview_contrastive expects features [M, D] and owner [M]")
+    m = features.shape[0]
+    owner = owner.reshape(-1).to(features.device)
+    self_mask = torch.eye(m, dtype=torch.bool, device=features.device)
+    pos = (owner.unsqueeze(0) == owner.unsqueeze(1)) & ~self_mask
+    keep = pos.any(1)
+    if not bool(keep.any()):
+        return features.sum() * 0.0
+    z = F.normalize(features.float(), dim=-1)
+    # only anchors with a positive: a row of -inf would put NaN into the backward pass
+    logits = (z[keep] @ z.t() / float(temperature)).masked_fill(self_mask[keep], float("-inf"))
+    pos = pos[keep]
+    log_denominator = torch.logsumexp(logits, dim=1)
+    if form == "supcon_out":
+        log_prob = logits - log_denominator.unsqueeze(1)
+        per_anchor = -(log_prob.masked_fill(~pos, 0.0)).sum(1) / pos.sum(1)
+    else:
+        per_anchor = log_denominator - torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
+    return per_anchor.mean()
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
