@@ -34,6 +34,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_synth(args) -> int:
+    """``modaltune synth``: write the built-in synthetic cohort."""
     from .synthetic import make_synthetic
 
     kwargs = {"seed": args.seed}
@@ -54,6 +55,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_prepare(args) -> int:
+    """``modaltune prepare``: validate and align raw inputs into a cohort directory."""
     from .data.prepare import prepare_cohort
 
     cohort = prepare_cohort(
@@ -93,6 +95,7 @@ def _column_map(items: list[str]) -> dict[str, str] | None:
 
 
 def cmd_train(args) -> int:
+    """``modaltune train``: every stage of a method's protocol."""
     from .chains import train_chain
     from .data.cohort import Cohort
 
@@ -118,6 +121,7 @@ def _run_dirs(path: Path) -> list[Path]:
 
 
 def cmd_embed(args) -> int:
+    """``modaltune embed``: patient embeddings of a trained run."""
     import numpy as np
 
     from .data.cohort import Cohort
@@ -133,6 +137,7 @@ def cmd_embed(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """``modaltune evaluate``: test metrics (and out-of-distribution probing)."""
     from .chains import evaluate_with_ood
     from .data.cohort import Cohort
     from .evaluation.report import print_metrics
@@ -147,6 +152,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
+    """``modaltune benchmark``: methods x units x tasks and the tables."""
     from .benchmark.runner import run_benchmark
 
     run_benchmark(
@@ -168,6 +174,7 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """``modaltune demo``: the whole pipeline on a synthetic cohort."""
     from .demo import run_demo
 
     run_demo(args.out, quick=args.quick, seed=args.seed or 0, benchmark=not args.no_benchmark)
@@ -175,6 +182,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_methods(args) -> int:
+    """``modaltune methods``: the registered methods and what they declare."""
     from .config import resolve_config
     from .registry import METHODS, load_builtin
 
@@ -190,12 +198,14 @@ def cmd_methods(args) -> int:
 
 
 def cmd_doctor(args) -> int:
+    """``modaltune doctor``: check the environment."""
     from .doctor import run_doctor
 
     return run_doctor()
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
     p = argparse.ArgumentParser(prog="modaltune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"modaltune {__version__}")
@@ -314,6 +324,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a sub-command; a modaltune error prints its message and exits 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)

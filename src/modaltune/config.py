@@ -205,6 +205,7 @@ def read_config_file(file: str | Path, _seen: tuple = ()) -> dict:
 
 
 def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping (ConfigError when missing, invalid or not a mapping)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
@@ -265,5 +266,6 @@ def resolve_config(method: str | None = None, *, file: str | Path | None = None,
 
 
 def dump_config(cfg: dict, path: str | Path) -> None:
+    """Write a resolved config as YAML."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -15,6 +15,7 @@ def _version(name: str) -> str | None:
 
 
 def run_doctor() -> int:
+    """Print the environment report; returns 0 when the core is usable."""
     import torch
 
     ok = True

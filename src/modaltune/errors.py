@@ -33,6 +33,7 @@ class InputWarning(UserWarning):
 
 
 def format_problem(problem: str, *, file=None, case=None, fix=None) -> str:
+    """One line: the problem, then file, case and fix when given."""
     parts = [problem]
     if file is not None:
         parts.append(f"file: {file}")

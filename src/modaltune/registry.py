@@ -20,6 +20,7 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering an object under ``name`` (duplicates raise KeyError)."""
         def deco(obj: T) -> T:
             if name in self._items:
                 raise KeyError(f"{self.kind} '{name}' is already registered ({self._items[name]!r})")
@@ -32,6 +33,7 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        """The object registered as ``name`` (ConfigError listing the known names otherwise)."""
         if name not in self._items:
             known = ", ".join(sorted(self._items)) or "(none)"
             raise ConfigError(f"unknown {self.kind} '{name}'; known: {known}")
@@ -41,9 +43,11 @@ class Registry(Generic[T]):
         return name in self._items
 
     def names(self) -> list[str]:
+        """Registered names, sorted."""
         return sorted(self._items)
 
     def items(self) -> list[tuple[str, Any]]:
+        """(name, object) pairs, sorted by name."""
         return sorted(self._items.items())
 
 

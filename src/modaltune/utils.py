@@ -21,10 +21,12 @@ def seed_everything(seed: int) -> None:
 
 
 def default_device() -> torch.device:
+    """The first GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def to_jsonable(obj: Any) -> Any:
+    """``obj`` with numpy / torch / Path values turned into JSON types (non-finite -> None)."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -45,6 +47,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -53,4 +56,5 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """Read a JSON file."""
     return json.loads(Path(path).read_text())

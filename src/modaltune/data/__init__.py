@@ -1,0 +1,1 @@
+"""The data layer: readers of standard inputs, cohort preparation, splits, the patient dataset."""

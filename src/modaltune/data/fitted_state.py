@@ -143,6 +143,7 @@ class FittedState:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FittedState":
+        """Inverse of :meth:`to_dict`."""
         arr = lambda v: None if v is None else np.asarray(v, dtype=np.float32)  # noqa: E731
         return cls(genes=list(d.get("genes", [])), omics_mean=arr(d.get("omics_mean")),
                    omics_std=arr(d.get("omics_std")),

@@ -1,0 +1,1 @@
+"""Encoders: slide aggregators (LongNet, MIL, Mamba), omics and text encoders, attention layers."""

@@ -42,6 +42,7 @@ class MLPEncoder(nn.Module):
         self.out_dim = d
 
     def forward(self, omics: Tensor) -> Tensor:
+        """Embed omics ``[B, G]`` -> ``[B, H]``."""
         return self.net(omics)
 
 
@@ -69,6 +70,7 @@ class SNNEncoder(nn.Module):
         self.out_dim = d
 
     def forward(self, omics: Tensor) -> Tensor:
+        """Embed omics ``[B, G]`` -> ``[B, H]``."""
         return self.net(omics)
 
 
@@ -164,4 +166,5 @@ class SparsePathwayMLP(nn.Module):
         self.out_dim = d
 
     def forward(self, omics: Tensor) -> Tensor:
+        """Embed omics ``[B, G]`` -> ``[B, H]``."""
         return self.dense(self.sparse(omics))

@@ -114,6 +114,7 @@ class PathwayTokenizer(nn.Module):
         return out.index_add(1, self.segment, contrib)
 
     def forward(self, omics: torch.Tensor) -> torch.Tensor:
+        """See the class docstring."""
         if omics.dim() == 1:
             omics = omics.unsqueeze(0)
         if omics.shape[-1] != self.n_genes:
@@ -150,6 +151,7 @@ class MixerBlock(nn.Module):
         self.channel_mlp = _FeedForward(dim, max(1, int(dim * channel_ratio)), dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """See the class docstring."""
         x = x + self.token_mlp(self.norm_tokens(x).transpose(1, 2)).transpose(1, 2)
         return x + self.channel_mlp(self.norm_channels(x))
 
@@ -173,6 +175,7 @@ class TranscriptomicsEncoder(nn.Module):
         self.compress = nn.Linear(n_p, n_tokens)   # over the token (pathway) axis
 
     def forward(self, omics: torch.Tensor) -> torch.Tensor:
+        """See the class docstring."""
         x = self.tokenizer(omics)                  # [B, P, dim]
         x = self.mixer(x)
         x = self.proj(self.norm(x))                # [B, P, out_dim]

@@ -33,5 +33,6 @@ def format_metrics(metrics: dict, title: str = "") -> str:
 
 
 def print_metrics(metrics: dict, title: str = "") -> None:
+    """Print :func:`format_metrics`."""
     print(format_metrics(metrics, title))
     print()

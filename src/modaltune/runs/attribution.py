@@ -25,8 +25,8 @@ import torch
 from ..data.cohort import Cohort
 from ..data.dataset import MODALITIES
 from ..data.patient import collate_for
-from ..evaluation.attribution import shapley_shares, shapley_values
 from ..errors import ConfigError
+from ..evaluation.attribution import shapley_shares, shapley_values
 from .evaluate import run_inference
 from .inference import move_to
 from .load import load_run

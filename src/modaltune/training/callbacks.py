@@ -51,12 +51,15 @@ class SelectionCallback(Callback):
 
     @property
     def state_key(self) -> str:
+        """Key of this callback's state in Lightning checkpoints."""
         return "SelectionCallback"
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        """Start the epoch's timer."""
         self._t0 = time.time()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Score the epoch on validation, keep the best weights, append to history.csv."""
         epoch = int(trainer.current_epoch)
         train_time = time.time() - self._t0
         t1 = time.time()
@@ -85,14 +88,17 @@ class SelectionCallback(Callback):
             pl_module.log_dict(finite, on_epoch=True, batch_size=1, sync_dist=True)   # same on every rank
 
     def write_history(self) -> None:
+        """Write ``history.csv``."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(self.history).to_csv(self.run_dir / HISTORY, index=False)
 
     def state_dict(self) -> dict:
+        """History and best epoch, for resumable runs."""
         return {"history": self.history, "best_epoch": self.best_epoch, "best_score": self.best_score,
                 "best_tiebreak": self.best_tiebreak, "metric": self.metric}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
         self.history = list(state.get("history") or [])
         self.best_epoch = state.get("best_epoch")
         self.best_score = state.get("best_score")
@@ -107,6 +113,7 @@ class SeedEpochCallback(Callback):
         self.seed = int(seed)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        """Reseed torch from (seed, epoch, step, rank)."""
         import torch
 
         torch.manual_seed((self.seed * 1_000_003 + int(trainer.current_epoch) * 100_019 + int(batch_idx) * 101

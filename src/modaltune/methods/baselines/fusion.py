@@ -55,6 +55,7 @@ class LateFusionMethod(LabelMethod):
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
+        """WSI and Gene Mixer branch settings, fusion width, dropout."""
         extra_train = {"lr": 5e-5} if cls.wsi_kind == "gigapath" else {}
         return merged_config({
             "wsi": copy.deepcopy(WSI_ENCODER_DEFAULTS[cls.wsi_kind]),
@@ -83,11 +84,13 @@ class LateFusionMethod(LabelMethod):
         self.head = self.make_head(m["hidden"])
 
     def fuse(self, h_wsi: Tensor, h_gen: Tensor) -> Tensor:
+        """Concatenation or Kronecker product of the two branch vectors."""
         if self.fusion == "kp":
             return kronecker_fusion(self.proj_wsi(h_wsi), self.proj_gen(h_gen))
         return torch.cat([h_wsi, h_gen], dim=-1)
 
     def represent(self, batch: dict) -> Tensor:
+        """Fused representation ``[1, hidden]`` of one patient."""
         return self.post(self.fuse(self.wsi(batch), self.omics(batch)))
 
 

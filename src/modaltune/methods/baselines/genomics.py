@@ -63,6 +63,7 @@ class OmicsBranch(nn.Module):
         self.missing = nn.Parameter(torch.randn(1, out_dim) * 0.02)
 
     def forward(self, batch: dict) -> Tensor:
+        """Embed omics ``[B, G]`` -> ``[B, H]``."""
         if not has_omics(batch):
             return self.missing
         return self.encoder(as_omics(batch, self.missing.device))

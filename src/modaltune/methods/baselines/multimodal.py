@@ -113,6 +113,7 @@ class MCATMethod(LabelMethod):
         return self.coattn(p, h, h, need_weights=True)[1]
 
     def represent(self, batch: dict) -> Tensor:
+        """Fused representation of one patient."""
         p, h = self.inputs(batch)
         wsi_tokens, _ = self.coattn(p, h, h, need_weights=False)  # [1,P,d] genomic-guided WSI tokens
         h_path = self.path_rho(self.path_pool(self.path_tf(wsi_tokens)))
@@ -173,6 +174,7 @@ class SurvPathMethod(LabelMethod):
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
+        """SurvPath's settings on the shared baseline schedule."""
         return merged_config({"dim": 256, "dropout": 0.1, "omics_dropout": 0.25})
 
     def __init__(self, cfg: dict, info: CohortInfo):
@@ -188,6 +190,7 @@ class SurvPathMethod(LabelMethod):
         self.head = self.make_head(d // 4)
 
     def represent(self, batch: dict) -> Tensor:
+        """Fused representation of one patient."""
         p, h = self.inputs(batch)
         x = self.norm(self.ff(self.attn(p, h)))
         n_p = p.shape[1]

@@ -69,6 +69,7 @@ class WSIBranch(nn.Module):
         self.missing = nn.Parameter(torch.randn(1, out_dim) * 0.02)
 
     def forward(self, batch: dict) -> Tensor:
+        """Slide embedding ``[1, H]`` (the learned missing embedding without a slide)."""
         if not has_bag(batch):
             return self.missing
         bag, coords = as_bag(batch, self.missing.device)

@@ -37,16 +37,14 @@ with; gradients still flow through its activations into earlier adapter blocks.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ...errors import ConfigError
 from ...encoders.slide.longnet import DropPath
+from ...errors import ConfigError
 
 __all__ = ["DropPath", "AdapterAttention", "Injector", "Extractor", "SelfAttentionBlock",
            "InteractionBlock", "ModalAdapter", "split_layers"]
@@ -75,6 +73,7 @@ class AdapterAttention(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, value: torch.Tensor | None = None) -> torch.Tensor:
+        """See the class docstring."""
         b, lq, _ = q.shape
         lk = kv.shape[1]
         value = kv if value is None else value
@@ -101,6 +100,7 @@ class Injector(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), float(init_gamma)))
 
     def forward(self, x: torch.Tensor, mm: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """See the class docstring."""
         if x.shape[1] == 0:
             return x
         return x + self.gamma * self.attn(self.norm_q(x), _add(self.norm_kv(mm), pos))
@@ -121,6 +121,7 @@ class Extractor(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, mm: torch.Tensor, img: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """See the class docstring."""
         mm = mm + self.attn(_add(self.norm_q(mm), pos), self.norm_kv(img))
         return mm + self.drop_path(self.ffn(self.norm_ffn(mm)))
 
@@ -134,6 +135,7 @@ class SelfAttentionBlock(nn.Module):
         self.attn = AdapterAttention(dim, heads, ratio)
 
     def forward(self, mm: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """See the class docstring."""
         h = self.norm(mm)
         qk = _add(h, pos)
         return mm + self.attn(qk, qk, value=h)
@@ -209,6 +211,7 @@ class ModalAdapter(nn.Module):
                         nn.init.zeros_(m.bias)
 
     def train(self, mode: bool = True):
+        """Train/eval mode; the frozen slide encoder always stays in eval mode."""
         super().train(mode)
         self.encoder.eval()   # frozen encoder: never dropout / drop-path
         return self
@@ -271,6 +274,7 @@ class ModalAdapter(nn.Module):
         return {"cls": cls_out, "modal": mm, "task": None}
 
     def head(self, feats: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        """Output head: CLS + mean modal token (+ task token) -> LayerNorm -> Linear."""
         z = feats["cls"] + feats["modal"].mean(dim=1)
         if feats["task"] is not None:
             z = z + feats["task"]

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ClassVar, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -64,6 +63,7 @@ class TextProjector(nn.Module):
                                  nn.Linear(out_dim, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Project text embeddings ``[..., Dt]`` -> ``[..., d]``."""
         return self.net(x)
 
 
@@ -230,6 +230,7 @@ class ModalTune(Method):
 
     # ------------------------------------------------------------------ helpers
     def train(self, mode: bool = True):
+        """Train/eval mode; a frozen random projector always stays in eval mode."""
         super().train(mode)
         if self.projector is not None and self.mcfg["projector"] == "frozen_random":
             self.projector.eval()
@@ -336,6 +337,7 @@ class ModalTune(Method):
             return self.forward(batch, ids)[0]
 
     def predict(self, batch: dict) -> dict[str, torch.Tensor | None]:
+        """Label heads' logits and risk in the No Text Embedding ablation (None otherwise)."""
         if self.mcfg["text_embedding"]:
             return {"logits": None, "risk": None}
         with self._eval_mode():
