@@ -1,3 +1,3 @@
 """Registered methods. Importing this package registers every method."""
 
-from . import baselines, mice, modaltune  # noqa: F401  (registration side effects)
+from . import baselines, disentangled, mice, modaltune  # noqa: F401  (registration side effects)
