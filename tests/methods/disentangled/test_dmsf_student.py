@@ -92,3 +92,11 @@ def test_distillation_needs_its_teacher_only_for_training(two_mag_cohort, two_ma
     alone.train()
     with pytest.raises(ConfigError, match="teacher_run"):
         alone.loss(batch)
+
+
+def test_a_teacher_on_another_grid_or_width_is_refused(models, two_mag_cohort, two_mag_split):
+    teacher, _, _, _ = models
+    with pytest.raises(ConfigError, match="data.grid"):
+        build("dmsf_distill", two_mag_cohort, two_mag_split, "data.grid=10", frozen={"teacher": teacher})
+    with pytest.raises(ConfigError, match="model.dim"):
+        build("dmsf_distill", two_mag_cohort, two_mag_split, "model.dim=8", frozen={"teacher": teacher})

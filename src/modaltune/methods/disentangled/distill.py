@@ -82,6 +82,10 @@ class DMSFDistill(DMSFStudent):
                 raise ConfigError(f"the teacher (dim {teacher.dim}, {teacher.n_out} outputs) does not match the "
                                   f"student (dim {self.dim}, {self.n_out} outputs); train both with the same "
                                   "model.dim, task and cohort")
+            grids = [(c.get("data") or {}).get("grid") for c in (teacher.cfg, cfg)]
+            if grids[0] != grids[1]:
+                raise ConfigError(f"the teacher was trained on {grids[0]} x {grids[0]} bags but this run uses "
+                                  f"data.grid = {grids[1]}; train both with the same data.grid")
 
     @property
     def teacher(self):
