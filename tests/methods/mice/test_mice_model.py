@@ -223,3 +223,10 @@ def test_bf16_autocast_forward_and_backward(build, patient):
         out = m.loss(batch)
     out.total.backward()
     assert torch.isfinite(out.total) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_encoder_widths_must_end_at_dim_but_only_for_built_encoders(build):
+    with pytest.raises(ConfigError, match="genomics_hidden"):
+        build("mice", genomics_hidden=[16, 24])
+    m = build("mice", genomics_hidden=[16, 24], modalities=["pathology", "report"])   # not built: not checked
+    assert "genomics" not in m.encoders.encoders

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ...encoders.genomics import SNNEncoder
 from ...encoders.mambamil import MambaMIL
-from ...errors import warn_input
+from ...errors import ConfigError, warn_input
 from ..base import CohortInfo
 from ..inputs import flag, has_bag, has_omics
 from .layers import MLPB, mlpb_stack
@@ -71,6 +71,10 @@ class ModalityEncoders(nn.Module):
                 warn_input(f"MICE: the cohort has no {mod} inputs (width 0); every patient gets the synthesised "
                            f"{mod} token", fix=f"prepare the cohort with {mod} data or drop it from model.modalities")
                 continue
+            key = {"genomics": "genomics_hidden", "report": "report_hidden"}.get(mod)
+            if key and (not m[key] or int(list(m[key])[-1]) != self.dim):
+                raise ConfigError(f"model.{key} must end at model.dim={self.dim} (one token per modality), "
+                                  f"got {m[key]}")
             if mod == "pathology":
                 enc: nn.Module = MambaMIL(int(info.feature_dim), self.dim, int(m["path_attn_dim"]), drop,
                                           str(m["pool_from"]), dict(m.get("mamba") or {}))

@@ -92,8 +92,8 @@ def model_settings(cfg: Mapping[str, Any], defaults: Mapping[str, Any] = MODEL_D
     """The ``model`` section of ``cfg`` over ``defaults`` (nested), checked.
 
     Raises:
-        ConfigError: an unknown modality, encoder or contrastive form; a width that does not end at
-            ``dim``; ``keep_k`` outside ``1..len(expert_ranks)``.
+        ConfigError: an unknown modality, encoder or contrastive form; ``keep_k`` outside
+            ``1..len(expert_ranks)`` (encoder widths are checked when the encoders are built).
     """
     m = _merge(defaults, (cfg or {}).get("model") or {})
     if "modalities" in m:
@@ -103,10 +103,6 @@ def model_settings(cfg: Mapping[str, Any], defaults: Mapping[str, Any] = MODEL_D
             raise ConfigError(f"model.modalities must be distinct names from {list(MODALITIES)} (at least one), "
                               f"got {m['modalities']}")
         m["modalities"] = [x for x in MODALITIES if x in mods]
-    dim = int(m["dim"])
-    for key in ("genomics_hidden", "report_hidden"):
-        if key in m and (not m[key] or int(list(m[key])[-1]) != dim):
-            raise ConfigError(f"model.{key} must end at model.dim={dim} (one token per modality), got {m[key]}")
     if m.get("genomics_encoder", "mlp") not in GENOMICS_ENCODERS:
         raise ConfigError(f"model.genomics_encoder must be one of {GENOMICS_ENCODERS}, got {m['genomics_encoder']!r}")
     if m.get("contrastive_form", "supcon_out") not in CONTRASTIVE_FORMS:
