@@ -230,3 +230,19 @@ def test_encoder_widths_must_end_at_dim_but_only_for_built_encoders(build):
         build("mice", genomics_hidden=[16, 24])
     m = build("mice", genomics_hidden=[16, 24], modalities=["pathology", "report"])   # not built: not checked
     assert "genomics" not in m.encoders.encoders
+
+
+def test_group_outputs_can_be_replaced_for_attribution(build, patient):
+    from modaltune.errors import InputError
+
+    m = build("mice")
+    batch = [patient(0, "A"), patient(1, "B", omics=False)]
+    with torch.no_grad():
+        out = m(batch)
+        same = m(batch, replace={"consensual": out["consensual"]})
+        mean = m(batch, replace={"overlapping": out["overlapping"].mean(0)})
+    torch.testing.assert_close(same["logits"], out["logits"], rtol=0, atol=0)
+    assert torch.equal(mean["overlapping"][0], mean["overlapping"][1])
+    assert not torch.allclose(mean["logits"], out["logits"])
+    with pytest.raises(InputError, match="expert group"):
+        m(batch, replace={"fusion": out["h"]})

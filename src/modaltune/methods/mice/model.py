@@ -37,9 +37,10 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ...errors import InputError
 from ...registry import METHODS
 from ..base import CohortInfo, LossOutput
-from ..losses import multiview_contrastive
+from ..losses import multiview_contrastive, survival_risk
 from .common import MICEFamily, as_patients
 from .encoders import CancerSynthesis, ModalityEncoders, assemble_tokens
 from .layers import MLPB, TF, Expert
@@ -154,7 +155,7 @@ class MICE(MICEFamily):
         outs = {"overlapping": over, "specialized": spec, "consensual": self.consensual(x).float()}
         for name, value in (replace or {}).items():
             if name not in outs:
-                raise KeyError(f"MICE.fuse: unknown group '{name}'; groups are {GROUPS}")
+                raise InputError(f"MICE.fuse: unknown expert group '{name}'", fix=f"replace one of {GROUPS}")
             outs[name] = value.to(mix).expand(b, d)
         h = self.fusion(torch.stack([outs[g] for g in GROUPS], dim=1))
         return {"logits": self.head(h), "h": h, "u": u, "weights": weights, "gamma": gamma, **outs}
@@ -183,8 +184,6 @@ class MICE(MICEFamily):
             cancer token alone), ``risk`` ``[B]`` and ``attention`` (per patient the MambaMIL
             weights over its patches, or ``None``). Call in eval mode for noise-free routing.
         """
-        from ..losses import survival_risk
-
         batch = as_patients(batch)
         out = self(batch)
         keys = ("weights", "gamma", "h", "real", *GROUPS)
