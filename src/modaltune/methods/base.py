@@ -140,6 +140,8 @@ class Declaration:
         min_batch_size: the smallest training batch the loss is defined for.
         scalers: inputs standardised per dimension with statistics of the training patients
             (``bag``, ``bag_secondary``, ``report_embedding``).
+        select_metric: the validation metric that picks the epoch when ``train.select_metric`` is
+            ``auto`` (``auto``: balanced accuracy for subtypes, C-index for survival).
     """
 
     inputs: frozenset[str] = frozenset({"bag", "omics"})
@@ -148,6 +150,7 @@ class Declaration:
     tasks: tuple[str, ...] = ("subtype", "survival")
     min_batch_size: int = 1
     scalers: frozenset[str] = frozenset()
+    select_metric: str = "auto"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.inputs) - set(INPUTS))
@@ -267,6 +270,8 @@ class Method(nn.Module):
     task_runs: ClassVar[tuple[str, ...]] = ()
     min_batch_size: ClassVar[int] = 1
     scalers: ClassVar[frozenset[str]] = frozenset()
+    #: validation metric per task when ``train.select_metric`` is ``auto`` (e.g. {"subtype": "val_auc"})
+    select_metrics: ClassVar[dict[str, str]] = {}
     family: ClassVar[str] = "other"
     family_order: ClassVar[int] = 100
     display_name: ClassVar[str] = ""
@@ -293,8 +298,10 @@ class Method(nn.Module):
         task = (cfg.get("model") or {}).get("task")
         if cls.task_runs and task in cls.tasks:
             tasks = (task,)
+        select = cls.select_metrics.get(tasks[0], "auto") if len(tasks) == 1 else "auto"
         return Declaration(inputs=frozenset(cls.requires), batching=cls.batching, evaluation=cls.evaluation,
-                           tasks=tuple(tasks), min_batch_size=cls.min_batch_size, scalers=frozenset(cls.scalers))
+                           tasks=tuple(tasks), min_batch_size=cls.min_batch_size, scalers=frozenset(cls.scalers),
+                           select_metric=select)
 
     @classmethod
     def stages(cls, cfg: Mapping[str, Any]) -> list[Stage]:

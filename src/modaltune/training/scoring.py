@@ -28,6 +28,8 @@ def resolve_select_metric(cfg: Mapping, decl: Declaration, train_df: pd.DataFram
     """``train.select_metric``; "auto" = the metric of a single-task run, else validation balanced
     accuracy when subtype labels exist, else validation C-index."""
     name = str(cfg["train"].get("select_metric", "auto"))
+    if name == "auto" and decl.select_metric != "auto":
+        name = decl.select_metric
     if name != "auto":
         if name not in SELECT_METRICS:
             raise ConfigError(f"train.select_metric must be auto or one of {SELECT_METRICS}, not '{name}'")

@@ -89,6 +89,8 @@ class DMSFBase(Method):
     task_runs: ClassVar[tuple[str, ...]] = TASKS
     family: ClassVar[str] = "Disentangled"
     family_order: ClassVar[int] = 60
+    #: the paper selects classification models on AUC (spec (k) Q14), survival on the C-index
+    select_metrics: ClassVar[dict[str, str]] = {"subtype": "val_auc", "survival": "val_c_index"}
     #: whether the method reads both magnifications (the SML baseline reads 10x only)
     two_magnifications: ClassVar[bool] = True
 
