@@ -44,34 +44,9 @@ from ...registry import METHODS, SLIDE_ENCODERS
 from ..base import CohortInfo, Declaration, LossOutput, Method
 from ..losses import cross_entropy, kl_text_loss, nll_survival_loss, survival_risk
 from .adapter import ModalAdapter
+from .targets import PROJECTORS, TextProjector, seeded_projector
 
 __all__ = ["ModalTune", "TextProjector", "PROMPT_TASKS", "build_slide_encoder"]
-
-PROJECTORS = ("frozen_random", "none", "trainable", "model_side")
-
-
-class TextProjector(nn.Module):
-    """``1x1 conv(Dt -> d) -> LayerNorm -> ReLU -> 1x1 conv(d -> d)`` on a vector, as linears.
-
-    A 1x1 convolution on a ``[C, 1, 1]`` map is a linear layer with the same fan-in, so PyTorch's
-    default initialisation (and hence the random projection's distribution) is the same.
-    """
-
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.ReLU(),
-                                 nn.Linear(out_dim, out_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Project text embeddings ``[..., Dt]`` -> ``[..., d]``."""
-        return self.net(x)
-
-
-def _seeded_projector(in_dim: int, out_dim: int, seed: int) -> TextProjector:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        return TextProjector(in_dim, out_dim)
-
 
 def build_slide_encoder(model_cfg: dict, feature_dim: int) -> tuple[nn.Module, int]:
     """The LongNet slide encoder of ``model.encoder_size`` / ``encoder`` / ``checkpoint``, built by the
@@ -146,7 +121,23 @@ class ModalTune(Method):
         if m["projector"] not in PROJECTORS:
             raise ConfigError(f"model.projector must be one of {PROJECTORS}, got '{m['projector']}'")
 
-        # tasks
+        self._build_prompt_tasks(m)
+        self.dim = self._build_slide_encoder(m, info, slide_encoder, encoder_dim)
+        self.text_dim = int(info.text_dim)
+        self.d_final = self._output_width(m)
+        n_tok = self._build_modal_tokens(m, info)
+        self.adapter = ModalAdapter(
+            self._slide_encoder, n_tok, len(self.task_names), self.dim, blocks=int(m["adapter_blocks"]),
+            heads=int(m["adapter_heads"]), attn_ratio=float(m["attn_ratio"]),
+            ffn_ratio=float(m["ffn_ratio"]), drop_path=float(m["drop_path"]),
+            init_gamma=float(m["init_gamma"]), extra_extractors=int(m["extra_extractors"]),
+            d_final=self.d_final, checkpointing=bool(m["checkpointing"]))
+        del self._slide_encoder
+        self._build_targets(m, info)
+
+    # ------------------------------------------------------------------ construction steps
+    def _build_prompt_tasks(self, m: dict) -> None:
+        """The task prompts (general / survival / diagnosis, or general only)."""
         tasks = ["general"] if m["single_task_prompt"] else list(m["tasks"])
         bad = [t for t in tasks if t not in PROMPT_TASKS]
         if not tasks or bad or len(set(tasks)) != len(tasks):
@@ -156,7 +147,9 @@ class ModalTune(Method):
         self.register_buffer("task_ids", torch.arange(len(tasks)), persistent=False)
         self.general_index = tasks.index("general") if "general" in tasks else 0
 
-        # slide encoder
+    def _build_slide_encoder(self, m: dict, info: CohortInfo, slide_encoder: nn.Module | None,
+                             encoder_dim: int | None) -> int:
+        """The frozen slide encoder (kept aside until the adapter wraps it); returns its width."""
         if slide_encoder is None:
             slide_encoder, dim = build_slide_encoder(m, info.feature_dim)
         else:
@@ -164,10 +157,11 @@ class ModalTune(Method):
                       or getattr(getattr(slide_encoder, "cfg", None), "dim", 0))
             if not dim:
                 raise ConfigError("pass encoder_dim with a custom slide encoder")
-        self.dim = dim
+        object.__setattr__(self, "_slide_encoder", slide_encoder)   # registered by the adapter, not here
+        return dim
 
-        # output width
-        self.text_dim = int(info.text_dim)
+    def _output_width(self, m: dict) -> int:
+        """``d_final``, or the text width in the No Projector ablation."""
         d_final = int(m["d_final"])
         if m["text_embedding"] and m["projector"] == "none":
             if d_final != self.text_dim:
@@ -175,9 +169,10 @@ class ModalTune(Method):
                            f"{self.text_dim} (model.d_final={d_final} is ignored), as in the paper's "
                            "No Projector ablation")
             d_final = self.text_dim
-        self.d_final = d_final
+        return d_final
 
-        # modal tokens
+    def _build_modal_tokens(self, m: dict, info: CohortInfo) -> int:
+        """The transcriptomics encoder (or learnable tokens) feeding the adapter; returns the token count."""
         n_tok = int(m["n_tokens"])
         self.single_modal = bool(m["single_modal"])
         self.omics_encoder: TranscriptomicsEncoder | None = None
@@ -198,35 +193,30 @@ class ModalTune(Method):
                 self.omics_encoder = TranscriptomicsEncoder(
                     pathways, info.n_genes, dim=int(o["dim"]), depth=int(o["depth"]),
                     token_ratio=float(o["token_ratio"]), channel_ratio=float(o["channel_ratio"]),
-                    n_tokens=n_tok, out_dim=dim, dropout=float(o["dropout"]))
+                    n_tokens=n_tok, out_dim=self.dim, dropout=float(o["dropout"]))
                 _trunc_normal_linears(self.omics_encoder)
                 self.omics_encoder.tokenizer.reset_parameters(std=0.02)
-        self.learned_tokens = nn.Parameter(torch.zeros(n_tok, dim))      # single-modal / no-omics fallback
+        self.learned_tokens = nn.Parameter(torch.zeros(n_tok, self.dim))      # single-modal / no-omics fallback
         nn.init.trunc_normal_(self.learned_tokens, std=0.02)
+        return n_tok
 
-        self.adapter = ModalAdapter(
-            slide_encoder, n_tok, len(tasks), dim, blocks=int(m["adapter_blocks"]),
-            heads=int(m["adapter_heads"]), attn_ratio=float(m["attn_ratio"]),
-            ffn_ratio=float(m["ffn_ratio"]), drop_path=float(m["drop_path"]),
-            init_gamma=float(m["init_gamma"]), extra_extractors=int(m["extra_extractors"]),
-            d_final=d_final, checkpointing=bool(m["checkpointing"]))
-
-        # targets / heads
+    def _build_targets(self, m: dict, info: CohortInfo) -> None:
+        """The text projector (or, without text embeddings, the label heads)."""
         self.projector: nn.Module | None = None
         self.model_projector: nn.Module | None = None
         self.subtype_head: nn.Module | None = None
         self.survival_head: nn.Module | None = None
         if m["text_embedding"]:
             if m["projector"] in ("frozen_random", "trainable"):
-                self.projector = _seeded_projector(self.text_dim, d_final, int(m["projector_seed"]))
+                self.projector = seeded_projector(self.text_dim, self.d_final, int(m["projector_seed"]))
                 if m["projector"] == "frozen_random":
                     for p in self.projector.parameters():
                         p.requires_grad_(False)
             elif m["projector"] == "model_side":
-                self.model_projector = nn.Linear(d_final, self.text_dim)
+                self.model_projector = nn.Linear(self.d_final, self.text_dim)
         else:
-            self.subtype_head = nn.Linear(d_final, max(1, int(info.n_classes)))
-            self.survival_head = nn.Linear(d_final, max(1, int(info.n_bins)))
+            self.subtype_head = nn.Linear(self.d_final, max(1, int(info.n_classes)))
+            self.survival_head = nn.Linear(self.d_final, max(1, int(info.n_bins)))
 
     # ------------------------------------------------------------------ helpers
     def train(self, mode: bool = True):
