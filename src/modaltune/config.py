@@ -60,6 +60,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "warmup_epochs": 2,
         "accumulate": 1,
         "batch_size": 1,              # patients per step (methods comparing patients need more)
+        "drop_last": None,            # drop an incomplete last batch: None = when smaller than the method's minimum
         "loss_weights": None,         # {loss term: weight}; unnamed terms weigh 1
         "gradient_policy": "sum",     # sum | pcgrad (between backward and the optimiser step)
         "schedule": "cosine",         # cosine | constant (after the linear warm-up)

@@ -149,9 +149,11 @@ def _loader(cfg: dict, decl: Declaration, dataset, seed: int) -> DataLoader:
     if bs == 1 and decl.batching == "single":
         return DataLoader(dataset, batch_size=1, sampler=sampler, collate_fn=collate_single, num_workers=nw)
     collate = collate_for("list" if decl.batching == "single" else decl.batching)
-    drop_last = decl.min_batch_size > 1 and len(dataset) % bs != 0 and len(dataset) % bs < decl.min_batch_size
+    drop_last = cfg["train"].get("drop_last")
+    if drop_last is None:
+        drop_last = decl.min_batch_size > 1 and len(dataset) % bs != 0 and len(dataset) % bs < decl.min_batch_size
     return DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate, num_workers=nw,
-                      drop_last=drop_last)
+                      drop_last=bool(drop_last))
 
 
 def train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir: str | Path,

@@ -55,8 +55,10 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "surv_alpha": 0.0,                # NLL: no extra uncensored term (code)
 }
 
-_PRETRAIN = {"batch_size": 4, "epochs": 30, "loss_weights": {"survival": 2.0, "contrastive": 1.0}}
-_FINETUNE = {"batch_size": 1, "epochs": 20, "loss_weights": {"survival": 1.0, "contrastive": 0.0}}
+_PRETRAIN = {"batch_size": 4, "drop_last": True, "epochs": 30,
+             "loss_weights": {"survival": 2.0, "contrastive": 1.0}}
+_FINETUNE = {"batch_size": 1, "drop_last": None, "epochs": 20,
+             "loss_weights": {"survival": 1.0, "contrastive": 0.0}}
 
 
 def mice_config(model: Mapping[str, Any], *, contrastive: bool = True, per_cohort: bool = False) -> dict[str, Any]:
