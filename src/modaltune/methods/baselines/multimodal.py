@@ -11,7 +11,10 @@ modality then goes through its own 2-layer transformer encoder (8 heads, FFN 512
 attention pooling and a ``Linear + ReLU`` "rho" layer; the two 256-d vectors are concatenated
 and fused by ``Linear(512,256) ReLU Linear(256,256) ReLU``. Choices left open / changed: MCAT
 grouped genes into 6 functional signatures; here the tokens are the cohort's pathways (as in
-SurvPath and ModalTune).
+SurvPath and ModalTune). ``model.token_sets`` (:func:`token_pathways`) picks which gene sets become
+tokens: ``null`` = all of them; a list of globs over gene-set names, e.g. ``["TUMOR_*", "TME_*"]``,
+gives the disentangled paper's MCAT baseline tumor / microenvironment tokens instead of the
+official code's arbitrary contiguous gene chunks (spec (i) D17).
 
 ``survpath`` -- Jaume et al., Modeling dense multimodal interactions between biological
 pathways and histology for survival prediction, CVPR 2024. Pathway and patch tokens are
@@ -39,20 +42,47 @@ from ...encoders.omics import PathwayTokenizer
 from ...errors import ConfigError
 from ...registry import METHODS
 from ..base import CohortInfo
+from ..disentangled.subspaces import match_gene_sets
 from ..inputs import as_bag, as_omics, has_bag, has_omics
 from .label_method import LabelMethod, cohort_pathways, merged_config
 
-__all__ = ["SurvPathAttention", "MCATMethod", "SurvPathMethod"]
+__all__ = ["SurvPathAttention", "MCATMethod", "SurvPathMethod", "token_pathways"]
+
+
+def token_pathways(info: CohortInfo, token_sets: list[str] | None) -> list:
+    """Gene index arrays of the gene sets used as tokens.
+
+    Args:
+        info: the cohort (gene sets and their names).
+        token_sets: ``None`` = every gene set (:func:`cohort_pathways`, contiguous chunks when the
+            cohort has none); else ``fnmatch`` globs over gene-set names, in the cohort's order.
+
+    Raises:
+        ConfigError: ``token_sets`` is not a list of strings or matches no non-empty gene set.
+    """
+    if token_sets is None:
+        return cohort_pathways(info)
+    if isinstance(token_sets, str) or not all(isinstance(t, str) for t in token_sets):
+        raise ConfigError(f"model.token_sets must be null or a list of gene-set name globs, got {token_sets!r}")
+    hits = [info.pathways[i] for i in match_gene_sets(list(info.pathway_names), token_sets)
+            if len(info.pathways[i]) > 0]
+    if not hits:
+        shown = ", ".join(map(str, list(info.pathway_names)[:8])) or "none"
+        raise ConfigError(f"model.token_sets = {list(token_sets)} matches no gene set with genes; the cohort's gene "
+                          f"sets start: {shown}")
+    return hits
 
 
 class _TwoModalityInputs(nn.Module):
     """Pathway tokens [1,P,dim] and projected patch tokens [1,N,dim] with learned stand-ins."""
 
-    def __init__(self, info: CohortInfo, dim: int, dropout: float, patch_proj: nn.Module):
+    def __init__(self, info: CohortInfo, dim: int, dropout: float, patch_proj: nn.Module,
+                 pathways: list | None = None):
         super().__init__()
         if info.feature_dim <= 0 or info.n_genes <= 0:
             raise ConfigError("multi-modal baselines need both patch features and transcriptomics")
-        self.tokenizer = PathwayTokenizer(cohort_pathways(info), info.n_genes, dim=dim, dropout=dropout)
+        paths = cohort_pathways(info) if pathways is None else pathways
+        self.tokenizer = PathwayTokenizer(paths, info.n_genes, dim=dim, dropout=dropout)
         self.patch_proj = patch_proj
         self.missing_patch = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.missing_pathways = nn.Parameter(torch.randn(1, self.tokenizer.n_pathways, dim) * 0.02)
@@ -89,14 +119,15 @@ class MCATMethod(LabelMethod):
     @classmethod
     def default_config(cls) -> dict[str, Any]:
         """MCAT's settings (width, heads, layers, dropout) on the shared baseline schedule."""
-        return merged_config({"dim": 256, "heads": 8, "layers": 2, "ff_dim": 512, "dropout": 0.25})
+        return merged_config({"dim": 256, "heads": 8, "layers": 2, "ff_dim": 512, "dropout": 0.25,
+                              "token_sets": None})
 
     def __init__(self, cfg: dict, info: CohortInfo):
         super().__init__(cfg, info)
         m = self.mcfg
         d, p = m["dim"], m["dropout"]
         proj = nn.Sequential(nn.Linear(info.feature_dim, d), nn.ReLU(), nn.Dropout(p))
-        self.inputs = _TwoModalityInputs(info, d, p, proj)
+        self.inputs = _TwoModalityInputs(info, d, p, proj, token_pathways(info, m.get("token_sets")))
         self.coattn = nn.MultiheadAttention(d, num_heads=1, batch_first=True)
         self.path_tf = _encoder(d, m["heads"], m["ff_dim"], m["layers"], p)
         self.omic_tf = _encoder(d, m["heads"], m["ff_dim"], m["layers"], p)

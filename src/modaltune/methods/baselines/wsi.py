@@ -1,6 +1,7 @@
 """WSI baselines of ModalTune Sec. 4.2 / Table 2: ABMIL, TransMIL and GigaPath (tuned).
 
-* ``abmil`` -- gated-attention MIL (Ilse et al. 2018) over the patch features + linear head.
+* ``abmil`` -- gated-attention MIL (Ilse et al. 2018) over the patch features + linear head
+  (``model.gated: false`` for the plain attention scorer of the disentangled paper's ABMIL).
 * ``transmil`` -- TransMIL (Shao et al. 2021): Nystrom attention, PPEG, class token + head.
 * ``gigapath_tuned`` -- the Prov-GigaPath slide encoder (LongNet; Xu et al. 2024) fine-tuned
   end to end with a linear head on its slide embedding. ``model.slide_size`` picks the
@@ -32,7 +33,9 @@ __all__ = ["WSIBranch", "WSI_ENCODER_DEFAULTS", "build_wsi_branch", "ABMILMethod
 
 #: Encoder settings of each WSI branch (also used, nested under ``model.wsi``, by late fusion).
 WSI_ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "abmil": {"dim": 512, "attn_dim": 256, "dropout": 0.25},
+    # gated: Ilse et al.'s gated attention (Eq. 9, CLAM / ModalTune); false = the plain tanh attention
+    # (Eq. 8) of the disentangled paper's ABMIL baseline (spec (f)).
+    "abmil": {"dim": 512, "attn_dim": 256, "dropout": 0.25, "gated": True},
     "transmil": {"dim": 512, "heads": 8, "landmarks": None, "pinv_iterations": 6, "dropout": 0.1},
     # slide_kwargs: LongNetConfig fields; None keeps the default of the chosen size.
     "gigapath": {"slide_size": "small", "checkpoint": None,
@@ -84,7 +87,7 @@ def build_wsi_branch(kind: str, m: dict, info: CohortInfo) -> WSIBranch:
     if d <= 0:
         raise ConfigError(f"the {kind} baseline needs patch features (cohort feature_dim is {d})")
     if kind == "abmil":
-        enc = ABMIL(d, dim=m["dim"], attn_dim=m["attn_dim"], dropout=m["dropout"])
+        enc = ABMIL(d, dim=m["dim"], attn_dim=m["attn_dim"], dropout=m["dropout"], gated=bool(m.get("gated", True)))
         return WSIBranch(enc, enc.out_dim)
     if kind == "transmil":
         enc = TransMIL(d, dim=m["dim"], heads=m["heads"], landmarks=m.get("landmarks"),
