@@ -4,6 +4,6 @@ WSI: ``abmil``, ``transmil``, ``gigapath_tuned``. Genomics: ``mlp``, ``snn``, ``
 ``gene_mixer``. Multi-modal: ``mcat``, ``survpath``, ``{abmil,transmil,gigapath}_{cat,kp}``.
 """
 
-from . import fusion, genomics, label_method, missing_modality, multimodal, pathomic, wsi  # noqa: F401
+from . import cmta, fusion, genomics, label_method, missing_modality, multimodal, pathomic, wsi  # noqa: F401
 
 __all__ = ["fusion", "genomics", "label_method", "multimodal", "wsi"]
