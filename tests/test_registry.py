@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modaltune.config import resolve_config
-
 import modaltune.methods  # noqa: F401  (registers the methods)
+from modaltune.config import resolve_config
 from modaltune.errors import ConfigError
 from modaltune.methods.base import Method
 from modaltune.registry import METHODS, SLIDE_ENCODERS, TEXT_ENCODERS, Registry

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from modaltune.methods.losses import (cox_ph_loss, cross_entropy, kl_text_loss, nll_survival_loss,
-                                       supcon_loss, survival_risk)
+from modaltune.methods.losses import (
+    cox_ph_loss,
+    cross_entropy,
+    kl_text_loss,
+    nll_survival_loss,
+    supcon_loss,
+    survival_risk,
+)
 
 
 def test_kl_text_loss_matches_manual():

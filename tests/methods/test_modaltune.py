@@ -12,7 +12,7 @@ from torch import nn
 
 from modaltune.errors import ConfigError, InputError
 from modaltune.methods.base import CohortInfo
-from modaltune.methods.modaltune import ModalAdapter, ModalTune, split_layers
+from modaltune.methods.modaltune import ModalTune, split_layers
 from modaltune.registry import METHODS
 
 IN_DIM, DIM, DEPTH, TEXT_DIM, N_GENES = 8, 32, 6, 12, 24

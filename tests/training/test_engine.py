@@ -20,16 +20,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from modaltune.config import resolve_config
-from modaltune.errors import ConfigError
 from modaltune.data.prepare import prepare_cohort
 from modaltune.data.splits import make_holdout_split
+from modaltune.errors import ConfigError
 from modaltune.methods.base import Method
+from modaltune.methods.losses import nll_survival_loss, survival_risk
 from modaltune.registry import METHODS, TEXT_ENCODERS
 from modaltune.runs.evaluate import embed_run, evaluate_ood, evaluate_run
 from modaltune.synthetic import make_synthetic
 from modaltune.training.engine import train_method
 from modaltune.training.module import EpochSampler, lr_lambda
-from modaltune.methods.losses import nll_survival_loss, survival_risk
 
 LABEL_NAME = "_test_engine_toy_labels"
 TEXT_NAME = "_test_engine_toy_text"

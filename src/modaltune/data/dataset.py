@@ -235,11 +235,10 @@ class PatientDataset(Dataset):
                 "has_survival": torch.tensor(has), "survival_bin": torch.tensor(b, dtype=torch.long)}
 
     def _build_prompts(self, row: Mapping) -> list[str]:
-        clean = {k: (None if (isinstance(v, str) and v == "") or (isinstance(v, float) and np.isnan(v)) else v)
-                 for k, v in row.items()}
+        """The patient's prompts (missing values are left out by :func:`build_prompts` itself)."""
         if not row["has_survival"]:
-            clean["survival_months"] = clean["event"] = None
-        p = build_prompts(clean, self.state.edges_for(row["site"]))
+            row = {**row, "survival_months": None, "event": None}
+        p = build_prompts(row, self.state.edges_for(row["site"]))
         return [p[t] for t in TASKS]
 
     def _text_emb(self, prompts: list[str], case: str) -> torch.Tensor:

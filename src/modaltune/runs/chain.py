@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 from ..data.cohort import Cohort
 from ..data.fitted_state import FittedState
+from ..data.formats.ids import names
 from ..data.splits import SPLITS, load_split
 from ..errors import InputError
 from ..methods.base import CohortInfo, Method
@@ -44,11 +45,6 @@ class Parent:
     weights: Path
 
 
-def _names(ids: Sequence[str], limit: int = 5) -> str:
-    ids = sorted(ids)
-    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
-
-
 def check_same_split(parent_split: Mapping[str, Sequence[str]], child_split: Mapping[str, Sequence[str]],
                      site_of: Mapping[str, str], sites: Sequence[str], *, file: Path, what: str) -> None:
     """Refuse when the parent's split, restricted to ``sites``, differs from the child's.
@@ -63,7 +59,7 @@ def check_same_split(parent_split: Mapping[str, Sequence[str]], child_split: Map
         if mine != theirs:
             diff = sorted(mine ^ theirs)
             raise InputError(f"the {what} run used another split: {len(diff)} {part} patient(s) differ "
-                             f"({_names(diff)})", file=file, case=diff[0],
+                             f"({names(sorted(diff))})", file=file, case=diff[0],
                              fix="train every stage with the same data.split, data.split_seed, data.fold and "
                                  "data.n_folds")
 
@@ -98,7 +94,7 @@ def load_parent(parent_dir: str | Path, cohort: Cohort, split: Mapping[str, Sequ
         both = sorted(theirs & {c for part in split.values() for c in part})
         if both:
             raise InputError(f"{len(both)} patient(s) are both in the parent run (another cohort) and in this run: "
-                             f"{_names(both)}", file=parent_dir / layout.SPLIT, case=both[0],
+                             f"{names(sorted(both))}", file=parent_dir / layout.SPLIT, case=both[0],
                              fix="an external cohort must not share patients with the pre-training cohort")
         state = state.extend(cohort, split["train"])
     _check_genes(state, cohort, parent_dir / layout.STATE, "parent")
