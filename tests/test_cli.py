@@ -45,10 +45,13 @@ def test_no_command_is_a_usage_error(capsys):
 def test_methods_lists_registered_methods(capsys):
     assert main(["methods"]) == 0
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
-    assert {"abmil", "modaltune", "snn", "abmil_cat"} <= set(lines)
-    assert lines["modaltune"][1:] == ["ModalTune", "text", "wsi,omics"]
-    assert lines["abmil"][1:] == ["WSI", "labels", "wsi"]
-    assert lines["snn"][1:] == ["Genomics", "labels", "omics"]
+    assert {"abmil", "modaltune", "snn", "abmil_cat", "mice", "dmsf_distill"} <= set(lines)
+    assert lines["modaltune"][1:] == ["ModalTune", "probe", "main", "bag,omics,text_targets"]
+    assert lines["abmil"][1:] == ["WSI", "predict", "main", "bag"]
+    assert lines["snn"][1:] == ["Genomics", "predict", "main", "omics"]
+    assert lines["mice"][1:3] == ["MICE", "predict"] and lines["mice"][3] == "pretrain>finetune"
+    assert lines["dmsf_distill"][3] == "teacher(dmsf_teacher)>student(dmsf_student)>distill"
+    assert not any(name.startswith("_") for name in lines)
 
 
 def test_doctor_returns_a_documented_code(capsys):
@@ -130,9 +133,10 @@ def test_train_with_missing_cohort_exits_2(tmp_path, capsys):
 
 
 def test_seed_flag_becomes_an_override():
-    from modaltune.cli import _resolve
+    from modaltune.cli import overrides
+    from modaltune.config import resolve_config
 
     args = build_parser().parse_args(["train", "abmil", "--cohort", "c", "--out", "o", "--seed", "7",
                                       "--set", "train.epochs=2", "--config", "cpu_small"])
-    cfg = _resolve(args, args.method)
+    cfg = resolve_config(args.method, file=args.config, overrides=overrides(args))
     assert cfg["seed"] == 7 and cfg["train"]["epochs"] == 2 and cfg["model"]["dim"] == 128

@@ -33,6 +33,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed for split, initialisation and data order")
 
 
+def overrides(args) -> list[str]:
+    """The ``--set`` overrides of a command, with ``--seed`` as ``seed=N``."""
+    return list(args.overrides) + ([f"seed={args.seed}"] if getattr(args, "seed", None) is not None else [])
+
+
 def cmd_synth(args) -> int:
     """``modaltune synth``: write the built-in synthetic cohort."""
     from .synthetic import make_synthetic
@@ -99,9 +104,9 @@ def cmd_train(args) -> int:
     from .chains import train_chain
     from .data.cohort import Cohort
 
-    overrides = list(args.overrides) + ([f"seed={args.seed}"] if getattr(args, "seed", None) is not None else [])
     cohort = Cohort.load(args.cohort)
-    runs = train_chain(args.method, cohort, args.out, config=args.config, overrides=overrides, resume=args.resume)
+    runs = train_chain(args.method, cohort, args.out, config=args.config, overrides=overrides(args),
+                       resume=args.resume)
     if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0:
         for r in runs:    # once, not once per DDP process
             print(f"run written to {r}")
@@ -188,12 +193,14 @@ def cmd_methods(args) -> int:
 
     load_builtin()
 
-    print(f"{'method':18s} {'family':14s} {'evaluation':10s} {'stages':24s} inputs")
+    print(f"{'method':18s} {'family':14s} {'evaluation':10s} {'stages':32s} inputs")
     for name, cls in METHODS.items():
+        if name.startswith("_"):
+            continue
         cfg = resolve_config(name)
         decl = cls.declare(cfg)
-        stages = " -> ".join(s.name if s.method == name else f"{s.name}({s.method})" for s in cls.stages(cfg))
-        print(f"{name:18s} {cls.family:14s} {decl.evaluation:10s} {stages:24s} {', '.join(sorted(decl.inputs))}")
+        stages = ">".join(s.name if s.method == name else f"{s.name}({s.method})" for s in cls.stages(cfg))
+        print(f"{name:18s} {cls.family:14s} {decl.evaluation:10s} {stages:32s} {','.join(sorted(decl.inputs))}")
     return 0
 
 
