@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modaltune.demo import _check_settings, _with_oracle, oracle_c_index, run_demo
+from modaltune.demo import run_demo
+from modaltune.demo.common import check_settings as _check_settings
+from modaltune.demo.common import with_oracle as _with_oracle
+from modaltune.demo.modaltune import oracle_c_index
 from modaltune.errors import InputError
 from modaltune.evaluation.metrics import c_index
 

@@ -182,7 +182,7 @@ def cmd_demo(args) -> int:
     """``modaltune demo``: the whole pipeline on a synthetic cohort."""
     from .demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed or 0, benchmark=not args.no_benchmark)
+    run_demo(args.out, system=args.system, quick=args.quick, seed=args.seed or 0, benchmark=not args.no_benchmark)
     return 0
 
 
@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="the whole pipeline on the built-in synthetic cohort")
     s.add_argument("--out", type=Path, default=Path("modaltune_demo"))
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--system", choices=("modaltune", "mice", "disentangled"), default="modaltune",
+                   help="which system to show (default: ModalTune and its baselines)")
     s.add_argument("--quick", action="store_true", help="smaller cohort and fewer epochs (tests use this)")
     s.add_argument("--no-benchmark", action="store_true", help="skip the baseline comparison")
     s.set_defaults(func=cmd_demo)

@@ -1,4 +1,4 @@
-"""``modaltune demo``: the whole pipeline on the built-in synthetic cohort, on a CPU, in minutes.
+"""``modaltune demo`` (ModalTune): the whole pipeline on the built-in synthetic cohort, on a CPU, in minutes.
 
 Steps (each writes its files under ``--out``):
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .utils import write_json
+from ..utils import write_json
+from .common import check_settings, with_oracle
 
 #: WSI-only, genomics-only and multi-modal representatives, each a few seconds per run on a CPU.
 DEMO_BASELINES = ("abmil", "snn", "abmil_cat")
@@ -34,7 +34,7 @@ QUICK_OVERRIDES = ("train.epochs=3", "train.warmup_epochs=1")
 
 
 def _synthesize(raw: Path, seed: int, quick: bool) -> dict:
-    from .synthetic import make_synthetic
+    from ..synthetic import make_synthetic
 
     truth = raw / "truth.json"
     if truth.exists():
@@ -43,7 +43,7 @@ def _synthesize(raw: Path, seed: int, quick: bool) -> dict:
 
 
 def _prepare(raw: Path, cohort_dir: Path, ood_sites) -> None:
-    from .data.prepare import prepare_cohort
+    from ..data.prepare import prepare_cohort
 
     if (cohort_dir / "manifest.csv").exists():
         return
@@ -53,20 +53,9 @@ def _prepare(raw: Path, cohort_dir: Path, ood_sites) -> None:
     print((cohort_dir / "summary.txt").read_text())
 
 
-def _check_settings(out: Path, settings: dict) -> None:
-    path = out / "demo_settings.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != settings:
-            raise InputError(f"this demo directory was made with other settings {old}, not {settings}", file=out,
-                             fix="use another --out, or delete the directory")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, settings)
-
-
 def oracle_c_index(raw: Path, cohort_dir: Path, seed: int, sites) -> dict[str, float]:
     """Harrell's C-index of the planted true risk on each site's test patients of the demo split."""
-    from .evaluation.metrics import c_index
+    from ..evaluation.metrics import c_index
 
     truth = pd.read_csv(raw / "truth.csv", dtype={"case_id": str}).set_index("case_id")
     split = pd.read_csv(cohort_dir / "splits" / f"holdout_seed{seed}.csv", dtype=str)
@@ -80,35 +69,14 @@ def oracle_c_index(raw: Path, cohort_dir: Path, seed: int, sites) -> dict[str, f
     return out
 
 
-def _oracle_row(oracle: dict[str, float], columns) -> str:
-    cells = " | ".join("n/a" if not np.isfinite(oracle.get(c, np.nan)) else f"{oracle[c]:.3f}" for c in columns)
-    return f"| Oracle | true risk (ceiling) | {cells} |"
-
-
-def _with_oracle(markdown: str, oracle: dict[str, float], sites) -> str:
-    """Append the oracle row after the last row of the C-index table of a Table-2/3 markdown file."""
-    lines = markdown.splitlines()
-    title = next((i for i, line in enumerate(lines) if line.startswith("**") and "C-index" in line), None)
-    if title is None:
-        return markdown
-    last = title
-    for i in range(title + 1, len(lines)):
-        if lines[i].startswith("**"):
-            break
-        if lines[i].startswith("|"):
-            last = i
-    lines.insert(last + 1, _oracle_row(oracle, list(sites) + ["Overall"]))
-    return "\n".join(lines) + "\n"
-
-
 def run_demo(out: str | Path = "modaltune_demo", *, quick: bool = False, seed: int = 0, benchmark: bool = True,
              methods=None) -> dict:
     """Run the demo; returns the results dict also written to ``OUT/demo_results.json``."""
-    from .benchmark.runner import Benchmark
+    from ..benchmark.runner import Benchmark
 
     t0 = time.time()
     out = Path(out)
-    _check_settings(out, {"quick": bool(quick), "seed": int(seed)})
+    check_settings(out, {"quick": bool(quick), "seed": int(seed)})
     raw, cohort_dir, bench_dir = out / "raw", out / "cohort", out / "benchmark"
     print(f"[1/3] synthetic cohort -> {raw}")
     info = _synthesize(raw, seed, quick)
@@ -126,9 +94,9 @@ def run_demo(out: str | Path = "modaltune_demo", *, quick: bool = False, seed: i
 
     oracle = oracle_c_index(raw, cohort_dir, seed, bench.sites)
     oracle_ood = oracle_c_index(raw, cohort_dir, seed, bench.ood_sites) if bench.ood_sites else {}
-    md = _with_oracle(Path(paths["markdown"]).read_text(), oracle, bench.sites)
+    md = with_oracle(Path(paths["markdown"]).read_text(), oracle, bench.sites)
     if "ood_markdown" in paths:
-        md += "\n" + _with_oracle(Path(paths["ood_markdown"]).read_text(), oracle_ood, bench.ood_sites)
+        md += "\n" + with_oracle(Path(paths["ood_markdown"]).read_text(), oracle_ood, bench.ood_sites)
     minutes = (time.time() - t0) / 60
     md += (f"\nSynthetic cohort (seed {seed}), one seed, CPU-small config; oracle = the planted true risk on the "
            f"same test patients. Test sets this small (about 20 patients and a handful of events per "
