@@ -3,9 +3,11 @@
 * :mod:`.grouping`: which class a GDC ``primary_diagnosis`` belongs to, per site
   (:func:`assign_subtype`; the default grouping is ``resources/grouping_table4.yaml``);
 * :mod:`.wording`: AJCC stage, T, N and M values as the words of the prompts;
-* :mod:`.survival_bins`: train-fitted quantile bins of survival months.
+* :mod:`.survival_bins`: train-fitted quantile bins of survival months;
+* :mod:`.glioma`: WHO CNS 2021 glioma diagnosis / grade from molecular markers, written as a clinical table.
 """
 
+from .glioma import GLIOMA_SITE, GRADE_CLASSES, WHO2021_CLASSES, glioma_grade, who2021_diagnosis, write_glioma_clinical
 from .grouping import (
     SITE_OF_PROJECT,
     Grouping,
@@ -32,4 +34,5 @@ __all__ = [
     "m_to_words",
     "fit_survival_bins",
     "assign_bins",
+    "WHO2021_CLASSES", "GRADE_CLASSES", "GLIOMA_SITE", "who2021_diagnosis", "glioma_grade", "write_glioma_clinical",
 ]
