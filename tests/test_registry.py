@@ -10,9 +10,10 @@ from modaltune.errors import ConfigError
 from modaltune.methods.base import Method
 from modaltune.registry import METHODS, SLIDE_ENCODERS, TEXT_ENCODERS, Registry
 
-FAMILIES = {"WSI", "Genomics", "Multi-modal", "ModalTune", "MICE", "Disentangled"}
+FAMILIES = {"WSI", "Genomics", "Multi-modal", "ModalTune", "MICE", "Disentangled", "Missing modality"}
 #: modalities each family must declare
 FAMILY_MODALITIES = {"WSI": ("bag",), "Genomics": ("omics",), "Multi-modal": ("bag", "omics"),
+                     "Missing modality": ("bag", "omics"),
                      "ModalTune": ("bag", "omics")}
 
 

@@ -29,7 +29,7 @@ def _build(name: str, task: str = "subtype", **model):
     cfg["model"].update(TINY)
     if name == "abmil_ae":
         cfg["model"]["ae_hidden"] = 4
-    cfg["model"].update(task=task, **model)
+    cfg["model"].update(task=task, **{"omics_head": False, **model})   # the spec's two terms unless asked
     return cls(cfg, _info())
 
 
@@ -46,10 +46,10 @@ def _patient(seed: int = 0, n: int = 7, **kw) -> dict:
 def test_registration_declaration_and_default_imputers():
     for name in NAMES:
         cls = METHODS.get(name)
-        assert cls.registry_name == name and cls.display_name and cls.family == "Multi-modal"
+        assert cls.registry_name == name and cls.display_name and cls.family == "Missing modality"
         assert cls.declare(cls.default_config()).inputs == frozenset({"bag", "omics"})   # omics: training only
         assert {"loss", "impute"} <= set(cls.loss_terms)
-        assert cls.default_config()["model"]["omics_head"] is False
+        assert cls.default_config()["model"]["omics_head"] is True     # the SNN learns a task-informed target
     info = CohortInfo(feature_dim=16, n_genes=G, n_classes=4, sites=["GBMLGG"])
     lm = METHODS.get("abmil_lm")(METHODS.get("abmil_lm").default_config(), info)
     assert isinstance(lm.predictor, torch.nn.Linear) and (lm.predictor.in_features, lm.predictor.out_features) == (

@@ -16,9 +16,11 @@ SNN embedding (its trainer is missing), which makes the SNN dead weight. Here th
 named terms: ``loss`` (the task loss) and ``impute`` = ``MSE(h_hat, stopgrad(h_omic))``, counted
 only for patients with both a slide and omics. Because of the stop-gradient and because the head
 never reads ``h_omic``, nothing trains the SNN under these two terms: the target is the SNN's
-fixed (randomly initialised) embedding of the genes. ``model.omics_head: true`` adds a third term,
-``omics`` (the task loss of a separate linear head on ``h_omic``), so the target becomes a
-task-informed omics embedding; it is off by default to match the spec.
+fixed (randomly initialised) embedding of the genes. So ``model.omics_head: true`` (the default) adds
+a third term, ``omics`` (the task loss of a separate linear head on ``h_omic``): the SNN learns a
+task-informed omics embedding during training and the imputer learns to predict *that* from the
+slide, which is what "missing-modality" learning means (train with both, test with slides only).
+``omics_head: false`` gives the spec's literal two-term loss.
 
 Inference (``predict``, ``embed``) never reads ``omics``: outputs are identical whether omics are
 present, absent or noise. The declaration still lists ``omics`` because training needs it.
@@ -53,8 +55,8 @@ class ImputationMethod(LabelMethod):
     """ABMIL + SNN with the omics embedding predicted from the WSI embedding (module docstring)."""
 
     requires: ClassVar[frozenset[str]] = frozenset({"bag", "omics"})
-    family: ClassVar[str] = "Multi-modal"
-    family_order: ClassVar[int] = 30
+    family: ClassVar[str] = "Missing modality"
+    family_order: ClassVar[int] = 15
     loss_terms: ClassVar[tuple[str, ...]] = ("loss", "impute", "omics")
     imputer: ClassVar[str] = "lm"
 
@@ -63,7 +65,7 @@ class ImputationMethod(LabelMethod):
         """Branch settings (:data:`~.pathomic.PATHOMIC_DEFAULTS`), AE bottleneck, ``omics_head``."""
         extra = {"ae_hidden": 64} if cls.imputer == "ae" else {}
         return merged_config({**PATHOMIC_DEFAULTS, "snn_hidden": list(PATHOMIC_DEFAULTS["snn_hidden"]),
-                              "omics_head": False, **extra})
+                              "omics_head": True, **extra})
 
     def __init__(self, cfg: dict, info: CohortInfo):
         super().__init__(cfg, info)

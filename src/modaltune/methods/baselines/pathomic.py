@@ -229,3 +229,29 @@ class ABMILSNNBilinear(ABMILSNNMethod):
 
     fusion = "bilinear"
     display_name = "Bilinear (ABMIL+SNN)"
+
+
+@METHODS.register("abmil_plain")
+class PlainABMILMethod(LabelMethod):
+    """The disentangled paper's ABMIL row: plain (non-gated) attention pooling of the raw patch features,
+    ``Linear(D, 128)``, task head (spec (f) "ABMIL"); the gated ABMIL of ModalTune's tables is ``abmil``."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"bag"})
+    family: ClassVar[str] = "WSI"
+    family_order: ClassVar[int] = 10
+    display_name: ClassVar[str] = "ABMIL (plain)"
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """Branch width and scorer width of the paper's code (128)."""
+        return merged_config({"dim": 128, "attn_dim": 128, "attn_dropout": 0.0})
+
+    def __init__(self, cfg: dict, info: CohortInfo):
+        super().__init__(cfg, info)
+        m = self.mcfg
+        self.wsi = PaperABMIL(info.feature_dim, int(m["dim"]), int(m["attn_dim"]), float(m["attn_dropout"]))
+        self.head = self.make_head(int(m["dim"]))
+
+    def represent(self, batch: dict) -> Tensor:
+        """Slide embedding ``[1, 128]`` of one patient."""
+        return self.wsi(batch)
