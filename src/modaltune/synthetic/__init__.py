@@ -64,11 +64,30 @@ writes byte-identical files (h5 datasets use ``track_times=False``).
 Modules: :mod:`.sites` (site, class and stage tables), :mod:`.genes` (symbols and gene sets),
 :mod:`.slides` (tissue, features, h5 files), :mod:`.clinical_text` (barcodes, stage strings,
 reports), :mod:`.world` (what all sites share), :mod:`.site_draw` (one site's patients) and
-:mod:`.generate` (:func:`make_synthetic`, which writes the tables and ``truth.json``).
+:mod:`.generate` (:func:`make_synthetic`, which writes the tables and ``truth.json``);
+:mod:`.writers` holds the table writers every generator shares.
+
+Two more generators plant the structure of particular methods (each module docstring gives the model,
+the knobs and the intended orderings):
+
+* :func:`make_pan_cancer` (:mod:`.pan_cancer`, :mod:`.pan_cancer_draw`, :mod:`.report_words`): one TCGA
+  project per site (BRCA, LUAD, LUSC, KIRC, KIRP, COAD, STAD, HNSC), risk from a gene program shared by
+  all sites, a site-specific morphology prototype and report grade/stage words; OS and PFS
+  (``progression`` / ``days_to_progression``); realistic missingness (MICE).
+* :func:`make_subspace_cohort` (:mod:`.subspaces`, :mod:`.subspace_draw`): one glioma site with TUMOR_* /
+  TME_* gene sets driven by factors z_T / z_E, tumor and microenvironment tissue compartments at 20x and
+  10x with per-patch truth, WHO 2021 diagnosis, grade and molecular calls with label noise (DMSF / SML).
+
+:func:`oracle_c_index` (:mod:`.oracle`) scores the planted risk of either on any subset of patients.
 """
 
 
 from .generate import make_synthetic
+from .oracle import oracle_c_index
+from .pan_cancer import PAN_CANCER_GROUPING, PAN_CANCER_PATIENTS, PAN_CANCER_SITES, make_pan_cancer
 from .sites import DEFAULT_PATIENTS, DIAGNOSIS_CLASS, PROTOTYPE_NAMES, SITES
+from .subspaces import GRADES, SUBSPACE_GROUPINGS, WHO_CLASSES, make_subspace_cohort
 
-__all__ = ["SITES", "DIAGNOSIS_CLASS", "PROTOTYPE_NAMES", "DEFAULT_PATIENTS", "make_synthetic"]
+__all__ = ["SITES", "DIAGNOSIS_CLASS", "PROTOTYPE_NAMES", "DEFAULT_PATIENTS", "make_synthetic",
+           "PAN_CANCER_SITES", "PAN_CANCER_PATIENTS", "PAN_CANCER_GROUPING", "make_pan_cancer", "WHO_CLASSES", "GRADES",
+           "SUBSPACE_GROUPINGS", "make_subspace_cohort", "oracle_c_index"]

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from .site_draw import WEIBULL_SHAPE, SiteDraw, draw_site
 from .sites import DEFAULT_PATIENTS, DIAGNOSIS_CLASS, SITES, prototype_names
 from .world import Settings, World, draw_world
+from .writers import clear_previous, write_clinical, write_expression, write_gmt, write_reports, write_rows
 
 __all__ = ["make_synthetic"]
 
@@ -96,7 +97,7 @@ def make_synthetic(
 
     out = Path(out)
     feature_dirs = (out / "features_20x", out / "features_10x")
-    _clear_previous(out, feature_dirs)
+    clear_previous(out, feature_dirs, {_GENERATOR}, "make_synthetic")
     feature_dirs[0].mkdir(parents=True, exist_ok=True)
     if secondary:
         feature_dirs[1].mkdir(parents=True, exist_ok=True)
@@ -145,18 +146,13 @@ def make_synthetic(
 def _write_tables(paths: dict[str, Path], draws: dict[str, SiteDraw], world: World) -> pd.DataFrame:
     """Write the clinical, expression, GMT, report and truth tables; return the truth table."""
     rows = lambda attr: [r for d in draws.values() for r in getattr(d, attr)]  # noqa: E731
-    pd.DataFrame(rows("clinical_rows")).to_csv(paths["clinical"], sep="\t", index=False, lineterminator="\n")
+    write_clinical(paths["clinical"], rows("clinical_rows"))
     expr_cols = {k: v for d in draws.values() for k, v in d.expr_cols.items()}
-    expr_df = pd.DataFrame(expr_cols, index=pd.Index(world.expr_genes, name="sample"))
-    expr_df.to_csv(paths["expression"], sep="\t", float_format="%.4f", lineterminator="\n")
-    with open(paths["gene_sets"], "w", newline="\n") as fh:
-        for name, genes in world.gmt.items():
-            fh.write("\t".join([name, "synthetic gene set (modaltune)", *genes]) + "\n")
-    pd.DataFrame(rows("reports"), columns=["case_id", "text"]).to_csv(paths["reports"], index=False,
-                                                                      lineterminator="\n")
-    truth = pd.DataFrame(rows("truth_rows"))
-    truth.to_csv(paths["truth"], index=False, lineterminator="\n")
-    pd.DataFrame(rows("slide_rows")).to_csv(paths["truth_slides"], index=False, lineterminator="\n")
+    write_expression(paths["expression"], world.expr_genes, expr_cols)
+    write_gmt(paths["gene_sets"], world.gmt)
+    write_reports(paths["reports"], rows("reports"))
+    truth = write_rows(paths["truth"], rows("truth_rows"))
+    write_rows(paths["truth_slides"], rows("slide_rows"))
     return truth
 
 
@@ -207,24 +203,6 @@ def _validate(sites, ood_sites, dim, patches, n_prototypes, n_pathways, pathway_
         raise ConfigError(f"make_synthetic: pathway_size must be (min, max) with 2 <= min <= max, got {pathway_size}")
     if min(multi_slide) < 0 or sum(multi_slide) > 1:
         raise ConfigError(f"make_synthetic: multi_slide probabilities must be >= 0 and sum <= 1, got {multi_slide}")
-
-
-def _clear_previous(out: Path, feature_dirs: Sequence[Path]) -> None:
-    """Remove the slide files of an earlier synthetic cohort in ``out`` (stale slides would be
-    orphans for the new clinical table); refuse to mix with feature files of unknown origin."""
-    stale = [p for d in feature_dirs if d.is_dir() for p in d.glob("*.h5")]
-    if not stale:
-        return
-    ours = False
-    try:
-        ours = json.loads((out / "truth.json").read_text()).get("generator") == _GENERATOR
-    except (OSError, ValueError, AttributeError):
-        pass
-    if not ours:
-        raise ConfigError(f"make_synthetic: {out} already holds feature files that are not from an earlier "
-                          "synthetic cohort; choose an empty output directory")
-    for p in stale:
-        p.unlink()
 
 
 def _patients_per_site(patients, sites) -> dict[str, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["make_gene_sets"]
+__all__ = ["PATHWAY_THEMES", "gene_symbols", "make_gene_sets"]
 
 #: symbol families: (pattern, number range, fills of {s}) -> e.g. SLC12A4, ZNF512, KRT8, HOXB7, SERPINE1
 _GENE_FAMILIES = (
@@ -30,19 +30,20 @@ _GENE_FAMILIES = (
     ("CDK{n}{s}", (1, 20), ("", "", "L1")),
 )
 
-_PATHWAY_THEMES = ("HYPOXIA", "EMT", "G2M_CHECKPOINT", "E2F_TARGETS", "MYC_TARGETS", "P53_PATHWAY",
-                   "INTERFERON_GAMMA", "TNFA_NFKB", "KRAS_SIGNALING", "ANGIOGENESIS", "GLYCOLYSIS",
-                   "OXPHOS", "WNT_BETA_CATENIN", "NOTCH_SIGNALING", "HEDGEHOG", "TGF_BETA",
-                   "IL6_JAK_STAT3", "ESTROGEN_RESPONSE", "ANDROGEN_RESPONSE", "APOPTOSIS", "DNA_REPAIR",
-                   "MTORC1", "PI3K_AKT", "UV_RESPONSE", "XENOBIOTIC", "FATTY_ACID", "COMPLEMENT",
-                   "COAGULATION", "KERATINIZATION", "UNFOLDED_PROTEIN", "CHOLESTEROL", "ALLOGRAFT",
-                   "INFLAMMATORY", "SPERMATOGENESIS", "MITOTIC_SPINDLE", "PEROXISOME", "HEME",
-                   "ADIPOGENESIS", "MYOGENESIS", "BILE_ACID", "PANCREAS_BETA", "APICAL_JUNCTION",
-                   "APICAL_SURFACE", "PROTEIN_SECRETION", "REACTIVE_OXYGEN", "IFN_ALPHA", "KRAS_DN",
-                   "UV_DN")
+#: Pathway themes (MSigDB Hallmark-like) that name the synthetic gene sets.
+PATHWAY_THEMES = ("HYPOXIA", "EMT", "G2M_CHECKPOINT", "E2F_TARGETS", "MYC_TARGETS", "P53_PATHWAY",
+                  "INTERFERON_GAMMA", "TNFA_NFKB", "KRAS_SIGNALING", "ANGIOGENESIS", "GLYCOLYSIS",
+                  "OXPHOS", "WNT_BETA_CATENIN", "NOTCH_SIGNALING", "HEDGEHOG", "TGF_BETA",
+                  "IL6_JAK_STAT3", "ESTROGEN_RESPONSE", "ANDROGEN_RESPONSE", "APOPTOSIS", "DNA_REPAIR",
+                  "MTORC1", "PI3K_AKT", "UV_RESPONSE", "XENOBIOTIC", "FATTY_ACID", "COMPLEMENT",
+                  "COAGULATION", "KERATINIZATION", "UNFOLDED_PROTEIN", "CHOLESTEROL", "ALLOGRAFT",
+                  "INFLAMMATORY", "SPERMATOGENESIS", "MITOTIC_SPINDLE", "PEROXISOME", "HEME",
+                  "ADIPOGENESIS", "MYOGENESIS", "BILE_ACID", "PANCREAS_BETA", "APICAL_JUNCTION",
+                  "APICAL_SURFACE", "PROTEIN_SECRETION", "REACTIVE_OXYGEN", "IFN_ALPHA", "KRAS_DN",
+                  "UV_DN")
 
 
-def _gene_symbols(rng: np.random.Generator, n: int) -> list[str]:
+def gene_symbols(rng: np.random.Generator, n: int) -> list[str]:
     """``n`` distinct gene-symbol-like names (HGNC-style families with numbers and suffixes)."""
     out: list[str] = []
     seen: set[str] = set()
@@ -71,9 +72,9 @@ def make_gene_sets(rng, n_pathways, size, n_extra, n_absent):
     """
     lo, hi = size
     universe_n = max(hi + 5, int(n_pathways * (lo + hi) / 2 * 0.45))
-    universe = _gene_symbols(rng, universe_n + n_extra)
+    universe = gene_symbols(rng, universe_n + n_extra)
     pw_genes_pool, extra = universe[:universe_n], universe[universe_n:]
-    themes = list(_PATHWAY_THEMES)
+    themes = list(PATHWAY_THEMES)
     gmt: dict[str, list[str]] = {}
     for p in range(n_pathways):
         theme = themes[p % len(themes)] + ("" if p < len(themes) else f"_{p // len(themes) + 1}")

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["PATCH_20X", "softmax", "make_slide", "write_h5"]
+__all__ = ["PATCH_20X", "softmax", "smooth_field", "tissue_mask", "make_slide", "pool_2x2", "write_h5"]
 
 #: Level-0 pixels of one 20x patch (level 0 = 20x, 0.5 um/px).
 PATCH_20X = 256
@@ -36,13 +36,14 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return ex / ex.sum(axis=axis, keepdims=True)
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """A standardised Gaussian random field on a ``shape`` grid (white noise smoothed with ``sigma`` cells)."""
     f = gaussian_filter(rng.standard_normal(shape), sigma=sigma, mode="reflect")
     sd = f.std()
     return (f - f.mean()) / (sd if sd > 0 else 1.0)
 
 
-def _tissue_mask(rng: np.random.Generator, n: int) -> np.ndarray:
+def tissue_mask(rng: np.random.Generator, n: int) -> np.ndarray:
     """Boolean grid with exactly ``n`` True cells forming one blob (smooth radial score, top-n)."""
     side = int(math.ceil(math.sqrt(n * 2.2))) + 4
     h = side + int(rng.integers(0, max(2, side // 3)))
@@ -51,7 +52,7 @@ def _tissue_mask(rng: np.random.Generator, n: int) -> np.ndarray:
     cy, cx = (h - 1) / 2, (w - 1) / 2
     ay, ax = rng.uniform(0.7, 1.3, size=2)
     r2 = ((yy - cy) / (ay * h / 4)) ** 2 + ((xx - cx) / (ax * w / 4)) ** 2
-    score = -r2 + 0.6 * _smooth_field(rng, (h, w), sigma=2.0)
+    score = -r2 + 0.6 * smooth_field(rng, (h, w), sigma=2.0)
     flat = np.argsort(-score.ravel(), kind="stable")[:n]
     mask = np.zeros(h * w, bool)
     mask[flat] = True
@@ -61,9 +62,9 @@ def _tissue_mask(rng: np.random.Generator, n: int) -> np.ndarray:
 def make_slide(rng, n_p, w, prototypes, noise, gamma, delta, secondary) -> dict[str, np.ndarray]:
     """One slide: blob of ``n_p`` 20x patches with spatially smooth prototype mixtures."""
     k, dim = prototypes.shape
-    mask = _tissue_mask(rng, n_p)
+    mask = tissue_mask(rng, n_p)
     h, wd = mask.shape
-    fields = np.stack([_smooth_field(rng, (h, wd), sigma=1.8) for _ in range(k)], axis=-1)
+    fields = np.stack([smooth_field(rng, (h, wd), sigma=1.8) for _ in range(k)], axis=-1)
     logits = (np.log(np.maximum(w, 1e-6))[None, None, :] + 1.5 * fields) / 0.5
     rows, cols = np.nonzero(mask)  # row-major order = raster scan, like a patcher
     mix = softmax(logits[rows, cols])  # [n_p, k]
@@ -76,17 +77,39 @@ def make_slide(rng, n_p, w, prototypes, noise, gamma, delta, secondary) -> dict[
     coords = np.stack([x0 + cols * PATCH_20X, y0 + rows * PATCH_20X], axis=1).astype(np.int64)
     out = {"features": feats.astype(np.float32), "coords": coords, "mix": mix}
     if secondary:
-        parent = (rows // 2) * ((wd + 1) // 2) + (cols // 2)
-        uniq, inv = np.unique(parent, return_inverse=True)
-        counts = np.bincount(inv).astype(float)
-        pooled = np.zeros((len(uniq), dim))
-        np.add.at(pooled, inv, feats)
-        pooled /= counts[:, None]
-        pooled += rng.normal(0, 0.3 * noise, size=pooled.shape)
-        pr, pc = uniq // ((wd + 1) // 2), uniq % ((wd + 1) // 2)
-        out["features_10x"] = pooled.astype(np.float32)
-        out["coords_10x"] = np.stack([x0 + pc * 2 * PATCH_20X, y0 + pr * 2 * PATCH_20X], axis=1).astype(np.int64)
+        out["features_10x"], out["coords_10x"], _ = pool_2x2(rng, rows, cols, wd, feats, 0.3 * noise, x0, y0)
     return out
+
+
+def pool_2x2(rng: np.random.Generator, rows: np.ndarray, cols: np.ndarray, width: int, feats: np.ndarray,
+             noise_sd: float, x0: int, y0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 10x view of 20x patches: each 2x2 block of the 20x grid pooled into one 10x patch.
+
+    A 10x patch covers the level-0 area of a 2x2 block of 20x patches (512 level-0 px), so its feature
+    is the mean of the block's tissue patches plus fresh noise, and its coordinate the block's corner.
+
+    Args:
+        rng: the slide's stream (draws the fresh noise).
+        rows, cols: 20x grid cell of each patch (row-major raster order).
+        width: grid width (columns) of the 20x grid.
+        feats: ``[n, dim]`` 20x features.
+        noise_sd: standard deviation of the fresh 10x noise.
+        x0, y0: level-0 origin of the grid (multiples of 512 so both grids align).
+
+    Returns:
+        ``(features_10x float32 [m, dim], coords_10x int64 [m, 2], parent [n])``: ``parent[i]`` is the
+        row of the 10x patch that holds 20x patch ``i``.
+    """
+    parent = (rows // 2) * ((width + 1) // 2) + (cols // 2)
+    uniq, inv = np.unique(parent, return_inverse=True)
+    counts = np.bincount(inv).astype(float)
+    pooled = np.zeros((len(uniq), feats.shape[1]))
+    np.add.at(pooled, inv, feats)
+    pooled /= counts[:, None]
+    pooled += rng.normal(0, noise_sd, size=pooled.shape)
+    pr, pc = uniq // ((width + 1) // 2), uniq % ((width + 1) // 2)
+    coords = np.stack([x0 + pc * 2 * PATCH_20X, y0 + pr * 2 * PATCH_20X], axis=1).astype(np.int64)
+    return pooled.astype(np.float32), coords, inv
 
 
 def write_h5(path: Path, feats, coords, slide_id, case_id, *, magnification, patch_size_level0) -> None:
