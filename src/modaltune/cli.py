@@ -78,6 +78,7 @@ def cmd_prepare(args) -> int:
         min_genes_per_pathway=args.min_genes_per_pathway,
         check_values=not args.no_value_check,
         expression_orientation=args.expression_orientation,
+        site_scheme=args.site_scheme,
     )
     summary = Path(args.out) / "summary.txt"
     if summary.exists():
@@ -247,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the NaN/inf scan of every feature file (faster on huge cohorts)")
     s.add_argument("--expression-orientation", choices=("auto", "genes_x_samples", "samples_x_genes"),
                    default="auto", help="layout of the expression matrix (default: detected)")
+    s.add_argument("--site-scheme", choices=("modaltune", "tcga_project"), default="modaltune",
+                   help="projects -> sites: modaltune (LUAD+LUSC -> NSCLC, KIRC/KIRP/KICH -> RCC, ...) or "
+                        "tcga_project (one site per project; COAD+READ -> CRC, GBM+LGG -> GBMLGG)")
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_prepare)
 

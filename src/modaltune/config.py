@@ -52,6 +52,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "train_fraction": 1.0,    # keep this fraction of the training patients (data-efficiency studies)
         "site_map": None,         # {external site: site of the parent model's vocabulary}
         "pretrain_only_sites": None,  # sites used by pooled pre-training stages only, never evaluated
+        "endpoint": None,         # survival endpoint: None/os | pfs | {default: os, SITE: pfs} (Cohort.with_endpoints)
     },
     "train": {
         "epochs": 10,

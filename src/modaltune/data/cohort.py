@@ -5,7 +5,10 @@ everything after it (splits, datasets, training, evaluation), so its layout is a
 defined here, next to its reader::
 
     out/
-      manifest.csv          one row per patient of the clinical table (see MANIFEST_COLUMNS)
+      manifest.csv          one row per patient of the clinical table (see MANIFEST_COLUMNS), plus
+                            <ep>_months, <ep>_event, has_<ep> per endpoint of the clinical table
+                            besides OS (pfs, dss, dfs, dmfs, lrfs); survival_months/event/has_survival
+                            are OS
       expression.csv.gz     cases x genes (expression.parquet instead when pyarrow is installed);
                             only rows of cases with omics, only genes used by a kept pathway
                             (all genes when no GMT is given)
@@ -13,7 +16,8 @@ defined here, next to its reader::
       reports.csv           case_id,text (when reports are given)
       summary.json/.txt     counts per site / class / modality, events and censoring, every dropped
                             or unmatched item with its reason
-      cohort.json           metadata (feature widths, genes, pathways, sites, OOD sites, grouping...)
+      cohort.json           metadata (feature widths, genes, pathways, sites, site scheme, endpoints,
+                            OOD sites, grouping...)
       grouping.yaml         the subtype grouping used (editable; pass it back as ``grouping``)
       .validation_cache.json  value checks of feature files already scanned (size + mtime keyed),
                             so re-running ``prepare`` does not read every file again
@@ -23,10 +27,14 @@ the dataset builds them per split (:mod:`modaltune.data.prompts`).
 
 :meth:`Cohort.load` checks what it reads (required files, columns, gene indices, expression rows of
 patients marked with omics) and says "re-run prepare" rather than failing later in training.
+
+Runs score one endpoint per site: :meth:`Cohort.with_endpoints` returns a copy whose survival columns
+hold the chosen endpoint (rules in :mod:`.endpoint_choice`), so nothing downstream knows endpoints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -37,8 +45,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, warn_input
+from .endpoint_choice import apply_endpoints, available_endpoints, resolve_endpoint_spec
+from .formats.endpoints import ENDPOINTS
 from .formats.ids import names
 from .labels import Grouping, default_grouping
+from .site_schemes import DEFAULT_SITE_SCHEME
 
 __all__ = ["Cohort", "MANIFEST_COLUMNS", "COHORT_FORMAT_VERSION"]
 
@@ -73,6 +84,8 @@ class Cohort:
         reports: DataFrame indexed by ``case_id`` with column ``text``, or None.
         summary: the content of ``summary.json`` ({} when absent).
         grouping: the ``labels.Grouping`` used to assign subtypes.
+        endpoint_of: site -> endpoint held by the survival columns, set by :meth:`with_endpoints`
+            (empty: overall survival everywhere, as prepared).
     """
 
     root: Path
@@ -84,6 +97,7 @@ class Cohort:
     reports: pd.DataFrame | None = None
     summary: dict = field(default_factory=dict)
     grouping: Any = None
+    endpoint_of: dict[str, str] = field(default_factory=dict)
 
     @property
     def feature_dim(self) -> int:
@@ -114,6 +128,40 @@ class Cohort:
     def ood_sites(self) -> list[str]:
         """Sites held out for out-of-distribution evaluation."""
         return list(self.meta.get("ood_sites") or [])
+
+    @property
+    def site_scheme(self) -> str:
+        """How projects were grouped into sites (``cohort.json``; ``modaltune`` for older cohorts)."""
+        return str(self.meta.get("site_scheme") or DEFAULT_SITE_SCHEME)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Survival endpoints of the manifest: ``"os"`` first, then e.g. ``"pfs"``, ``"dss"``."""
+        return available_endpoints(self.manifest)
+
+    def with_endpoints(self, spec: str | dict | None) -> "Cohort":
+        """A shallow copy whose ``survival_months`` / ``event`` / ``has_survival`` are, per site, the chosen endpoint.
+
+        Args:
+            spec: None (this cohort, unchanged), an endpoint name (``"os"``, ``"pfs"``...) for every site,
+                or a mapping ``{default: os, KIRP: pfs, ...}`` whose keys are sites or TCGA project ids
+                (mapped by the cohort's site scheme); see :mod:`.endpoint_choice`.
+
+        Returns:
+            A new :class:`Cohort` sharing everything but the manifest (a copy) and ``endpoint_of``
+            (``{site: endpoint}``); this cohort is not modified.
+
+        Raises:
+            ConfigError: an unknown endpoint, one the cohort lacks (naming those it has), or a bad key.
+        """
+        if spec is None:
+            return self
+        sites = sorted(str(s) for s in self.manifest["site"].unique())
+        choice = resolve_endpoint_spec(spec, sites, self.endpoints, self.site_scheme)
+        if set(choice.values()) == {"os"} and "os_months" not in self.manifest:
+            return dataclasses.replace(self, endpoint_of=choice)
+        return dataclasses.replace(self, manifest=apply_endpoints(self.manifest, choice, self.root),
+                                   endpoint_of=choice)
 
     @property
     def case_ids(self) -> list[str]:
@@ -169,12 +217,13 @@ def _read_manifest(path: Path) -> pd.DataFrame:
     for c in STR_COLUMNS:
         if c in df:
             df[c] = df[c].fillna("").astype(str)
-    for c in FLOAT_COLUMNS:
+    endpoint_cols = [f"{ep}_{p}" for ep in ENDPOINTS for p in ("months", "event") if f"{ep}_{p}" in df]
+    for c in (*FLOAT_COLUMNS, *endpoint_cols):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     for c in INT_COLUMNS:
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").fillna(-1 if c == "subtype_index" else 0).astype(int)
-    for c in BOOL_COLUMNS:
+    for c in (*BOOL_COLUMNS, *(f"has_{ep}" for ep in ENDPOINTS if f"has_{ep}" in df)):
         df[c] = df[c].map(_to_bool).astype(bool)
     return df.set_index("case_id", drop=False)
 

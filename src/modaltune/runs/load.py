@@ -62,6 +62,7 @@ def load_run(run_dir: str | Path, cohort: Cohort | None = None, weights: str = l
         if not cohort_dir:
             raise InputError("the run does not record its cohort", file=run_dir / layout.CONFIG, fix="pass --cohort")
         cohort = Cohort.load(cohort_dir)
+    cohort = cohort.with_endpoints(cfg["data"].get("endpoint"))
     state = FittedState.from_dict(read_json(run_dir / layout.STATE))
     info = layout.read_info(run_dir / layout.INFO)
     seed_everything(int(cfg["seed"]))

@@ -174,6 +174,7 @@ def train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir
     """
     t_start = time.time()
     cfg = copy.deepcopy(cfg)
+    cohort = cohort.with_endpoints(cfg["data"].get("endpoint"))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["seed"])

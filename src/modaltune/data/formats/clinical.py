@@ -13,6 +13,11 @@ legitimately between treatment rows, so the latest one is used.
 
 Days are converted to months with :data:`DAYS_PER_MONTH` (the one constant the synthetic cohort
 writer uses too, so written and read months agree).
+
+Endpoints besides overall survival (PFS, DSS, DFS, DMFS, LRFS; TCGA-CDR ``PFI``/``PFI.time``..., our
+``pfs_months``/``pfs_event``..., GDC-like ``progression``/``days_to_progression``) are read when present
+and normalised to ``<ep>_months`` / ``<ep>_event`` by :mod:`.endpoints`; a table without them reads
+exactly as before. TCGA-CDR's ``OS`` / ``OS.time`` (days) are accepted as overall-survival columns.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import InputError, warn_input
+from .endpoints import ENDPOINT_ALIASES, finish_endpoints, read_endpoint_column
 from .ids import names, strip_slide_ext, tcga_case_id
 from .tables import clean_str, find_column, read_table, to_number
 
@@ -56,16 +62,20 @@ _CLINICAL_ALIASES: dict[str, tuple[str, ...]] = {
     "days_to_last_follow_up": ("days_to_last_follow_up", "diagnoses.days_to_last_follow_up",
                                "days_to_last_followup"),
     "survival_months": ("survival_months", "os_months"),
-    "event": ("event", "os_event"),
+    "os_days": ("os_days", "OS.time"),
+    "event": ("event", "os_event", "OS"),
     "censorship": ("censorship", "censored"),
     "oncotree_code": ("oncotree_code", "oncotree"),
     "age": ("age_at_index", "demographic.age_at_index", "age"),
     "site": ("site",),
+    **ENDPOINT_ALIASES,
 }
-_NUMERIC_CLINICAL = ("days_to_death", "days_to_last_follow_up", "survival_months", "event", "censorship", "age")
+_NUMERIC_CLINICAL = ("days_to_death", "days_to_last_follow_up", "survival_months", "os_days", "event", "censorship",
+                     "age")
 #: columns whose disagreement between rows of one case is an error (patient-level facts)
 _STRICT_CLINICAL = ("project_id", "primary_diagnosis", "stage", "t", "n", "m", "vital_status", "days_to_death",
-                    "survival_months", "event", "censorship", "oncotree_code", "site")
+                    "survival_months", "os_days", "event", "censorship", "oncotree_code", "site",
+                    *ENDPOINT_ALIASES)
 
 
 def _resolve_clinical_columns(df: pd.DataFrame, columns: Mapping[str, str] | None, path: Path) -> dict[str, str]:
@@ -111,7 +121,7 @@ def _collapse_cases(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             raise InputError(f"the clinical table has conflicting rows for {len(conflict)} case(s) "
                              f"({names(conflict.index)}); e.g. {first} has {values}", file=path, case=first,
                              fix="keep one row per patient, or rows that agree on the patient-level values "
-                                 "(diagnosis, stage/TNM, vital status, survival)")
+                                 "(diagnosis, stage/TNM, vital status, survival and other endpoints)")
     soft = [c for c in ("days_to_last_follow_up", "age") if c in body.columns]
     for col in soft:
         n_vals = dup.groupby("case_id", sort=False)[col].nunique(dropna=True)
@@ -137,21 +147,25 @@ def read_clinical(path: str | Path, columns: Mapping[str, str] | None = None) ->
         path: ``.tsv``/``.csv`` (optionally ``.gz``); the separator is sniffed from the header line.
         columns: maps our column names to the user's (e.g. ``{"case_id": "patient", "stage": "Stage"}``).
             Our names: ``case_id, slide_id, project_id, primary_diagnosis, stage, t, n, m, vital_status,
-            days_to_death, days_to_last_follow_up, survival_months, event, censorship, oncotree_code, age,
-            site``. Unmapped names are looked up among the usual GDC / SurvPath / GDC 2024 (``cases.``,
-            ``diagnoses.``, ``demographic.`` prefixed) column names.
+            days_to_death, days_to_last_follow_up, survival_months, os_days, event, censorship, oncotree_code,
+            age, site`` and ``<ep>_event, <ep>_months, <ep>_days`` for ``ep`` in ``pfs, dss, dfs, dmfs, lrfs``.
+            Unmapped names are looked up among the usual GDC / SurvPath / GDC 2024 (``cases.``,
+            ``diagnoses.``, ``demographic.`` prefixed) / TCGA-CDR column names.
 
     Returns:
         DataFrame with the columns :data:`CLINICAL_COLUMNS` (missing ones NaN), plus ``slide_id`` (after
-        ``case_id``) and ``site`` (last) when the input has them. Text columns hold ``str`` or NaN
+        ``case_id``), ``<ep>_months`` / ``<ep>_event`` per endpoint found (after ``age``, see
+        :mod:`.endpoints`) and ``site`` (last) when the input has them. Text columns hold ``str`` or NaN
         (``'--``, ``Not Reported``, ``Unknown`` ... are NaN); numeric columns are float.
 
         * ``case_id``: TCGA barcodes reduced to 12 characters (:func:`tcga_case_id`).
-        * Survival: ``survival_months`` as given (SurvPath), else days / 30.44 of ``days_to_death``
-          (``vital_status`` Dead) or ``days_to_last_follow_up`` (Alive). ``event``: as given, else
+        * Survival: ``survival_months`` as given (SurvPath), else ``os_days`` (TCGA-CDR ``OS.time``) / 30.44,
+          else days / 30.44 of ``days_to_death`` (``vital_status`` Dead) or ``days_to_last_follow_up`` (Alive). ``event``: as given, else
           ``1 - censorship`` (SurvPath: 1 = censored), else from ``vital_status`` (Dead = 1, Alive = 0).
           Rows without a usable pair (months >= 0 and event in {0, 1}) are **kept** with both NaN; they
           are counted in a warning and in ``df.attrs["no_survival"]`` (list of case ids).
+        * Other endpoints: as OS, per endpoint (:mod:`.endpoints`); ``df.attrs["endpoints"]`` lists those
+          found, ``df.attrs["no_endpoint"]`` maps each to the case ids without a usable value (warned).
         * Several rows of one case (GDC: one per treatment; SurvPath: one per slide) collapse into one
           row: the first non-empty value of each column wins, ``days_to_last_follow_up`` takes the
           largest value, ``slide_id`` becomes the ``;``-joined slide ids (``df.attrs["slide_case"]``
@@ -168,9 +182,15 @@ def read_clinical(path: str | Path, columns: Mapping[str, str] | None = None) ->
     found = _resolve_clinical_columns(raw, columns, path)
     n = len(raw)
     out = pd.DataFrame(index=range(n))
+    unrecognised: dict[str, list[str]] = {}
     for ours, col in found.items():
         values = raw[col].reset_index(drop=True)
-        out[ours] = to_number(values) if ours in _NUMERIC_CLINICAL else clean_str(values)
+        if ours in ENDPOINT_ALIASES:
+            parsed = read_endpoint_column(ours, values)
+            unrecognised[ours] = parsed.attrs.pop("unrecognised", [])
+            out[ours] = parsed
+        else:
+            out[ours] = to_number(values) if ours in _NUMERIC_CLINICAL else clean_str(values)
     out["case_id"] = out["case_id"].map(lambda v: tcga_case_id(v) if isinstance(v, str) else v)
     if "project_id" in out:
         out["project_id"] = out["project_id"].map(lambda v: v.upper() if isinstance(v, str) else v)
@@ -188,7 +208,9 @@ def read_clinical(path: str | Path, columns: Mapping[str, str] | None = None) ->
                    f"(kept with survival NaN): {names(no_surv)}", file=path,
                    fix="fill vital_status and days_to_death/days_to_last_follow_up (or survival_months and "
                        "censorship) if survival analyses should use them")
+    out, endpoints, no_endpoint = finish_endpoints(out, path, DAYS_PER_MONTH, unrecognised)
     cols = ["case_id", *(["slide_id"] if "slide_id" in out else []), *CLINICAL_COLUMNS[1:],
+            *[f"{ep}_{part}" for ep in endpoints for part in ("months", "event")],
             *(["site"] if "site" in out else [])]
     for c in cols:
         if c not in out:
@@ -196,6 +218,9 @@ def read_clinical(path: str | Path, columns: Mapping[str, str] | None = None) ->
     result = out[cols].reset_index(drop=True)
     result.attrs["no_survival"] = no_surv
     result.attrs["slide_case"] = slide_case
+    if endpoints:
+        result.attrs["endpoints"] = endpoints
+        result.attrs["no_endpoint"] = no_endpoint
     return result
 
 
@@ -220,6 +245,8 @@ def _survival(df: pd.DataFrame) -> pd.DataFrame:
         follow = df["days_to_last_follow_up"] if "days_to_last_follow_up" in df else nan
         by_event = pd.Series(np.where(event == 1, death, np.where(event == 0, follow, np.nan)), index=df.index)
         months = by_event / DAYS_PER_MONTH
+        if "os_days" in df:  # TCGA-CDR OS.time: days to death or last contact, whichever the event says
+            months = (df["os_days"] / DAYS_PER_MONTH).fillna(months)
     months = months.astype(float)
     event = event.astype(float)
     ok = months.notna() & (months >= 0) & event.isin((0.0, 1.0))

@@ -21,9 +21,15 @@ Rules (no silent loss):
 * A slide, expression sample or report whose case is **not in the clinical table** cannot get a
   site (nor labels) and is dropped, with a warning naming the items and the fix; it is listed under
   ``unmatched`` in the summary.
-* Sites: a ``site`` column of the clinical table wins; otherwise ``SITE_OF_PROJECT[project_id]``;
-  a project not in that table gives the project id without ``TCGA-`` (``TCGA-UCEC`` -> ``UCEC``);
-  a patient with neither gets ``UNKNOWN`` (kept, warned).
+* Sites: a ``site`` column of the clinical table wins; otherwise the site of ``project_id`` under
+  ``site_scheme`` (:mod:`..site_schemes`: ``modaltune`` = ``SITE_OF_PROJECT``, the organ grouping;
+  ``tcga_project`` = one site per project except COAD + READ -> CRC, GBM + LGG -> GBMLGG); a project
+  in neither table gives the project id without ``TCGA-`` (``TCGA-UCEC`` -> ``UCEC``); a patient with
+  neither gets ``UNKNOWN`` (kept, warned). Sites without a subtype grouping (most ``tcga_project``
+  sites under the default grouping) keep their patients without subtype, warned once per site.
+* Endpoints: OS fills ``survival_months`` / ``event`` / ``has_survival``; every other endpoint of the
+  clinical table (PFS, DSS, DFS, DMFS, LRFS) gets ``<ep>_months`` / ``<ep>_event`` / ``has_<ep>``;
+  patients without a usable value are kept and counted per endpoint in the summary.
 * Diagnoses are grouped by ``labels.assign_subtype``; an unknown diagnosis string keeps the patient
   with no subtype (index -1) and warns, naming the cases and the fix (add the string to a grouping
   YAML passed as ``grouping``).

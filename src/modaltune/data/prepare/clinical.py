@@ -1,8 +1,9 @@
 """Patients of the cohort: the clinical table read, sited, labelled and worded.
 
 The clinical table defines the patients: every case in it is kept, whatever else it lacks. Each
-gets a site (a ``site`` column wins, else ``SITE_OF_PROJECT[project_id]``, else the project id
-without ``TCGA-``, else :data:`UNKNOWN_SITE`), a subtype from the grouping (an unknown diagnosis
+gets a site (a ``site`` column wins, else the site of its ``project_id`` under the site scheme,
+:mod:`..site_schemes`: ModalTune's organ grouping or one site per TCGA project; else
+:data:`UNKNOWN_SITE`), a subtype from the grouping (an unknown diagnosis
 keeps the patient without one and warns with the fix), and stage/TNM in the words of the prompts.
 Slide ids named in the clinical table (SurvPath style) are kept as a slide -> case map for the
 feature files.
@@ -20,7 +21,6 @@ from ..formats import read_clinical
 from ..formats.ids import names, strip_slide_ext
 from ..formats.tables import text_or_none
 from ..labels import (
-    SITE_OF_PROJECT,
     Grouping,
     assign_subtype,
     default_grouping,
@@ -30,6 +30,7 @@ from ..labels import (
     stage_to_words,
     t_to_words,
 )
+from ..site_schemes import DEFAULT_SITE_SCHEME, site_of_project
 from .log import IngestLog
 
 __all__ = ["UNKNOWN_SITE", "resolve_grouping", "load_clinical", "assign_sites", "assign_labels"]
@@ -83,16 +84,25 @@ def load_clinical(path: Path, columns, log: IngestLog) -> tuple[pd.DataFrame, di
     return df.reset_index(drop=True), slide_map, "no_survival" in attrs
 
 
-def assign_sites(clin: pd.DataFrame, path: Path, log: IngestLog) -> pd.Series:
-    """Site per case: a `site` column, else SITE_OF_PROJECT[project_id], else project id sans TCGA-."""
+def assign_sites(clin: pd.DataFrame, path: Path, log: IngestLog, scheme: str = DEFAULT_SITE_SCHEME) -> pd.Series:
+    """Site per case: a ``site`` column, else the site of ``project_id`` under ``scheme``, else UNKNOWN.
+
+    Args:
+        clin: the clinical table (one row per case).
+        path: the clinical table's file, for messages.
+        log: the ingest log (patients without project and site are noted and warned about).
+        scheme: a site scheme of :mod:`..site_schemes` (``modaltune`` or ``tcga_project``).
+
+    Returns:
+        The site of each row (upper case), indexed like ``clin``.
+    """
     given = clin["site"] if "site" in clin.columns else pd.Series([None] * len(clin), index=clin.index)
     sites = []
     for site, project in zip(given, clin.get("project_id", pd.Series([None] * len(clin)))):
         if isinstance(site, str) and site.strip():
             sites.append(site.strip().upper())
         elif isinstance(project, str) and project.strip():
-            p = project.strip().upper()
-            sites.append(SITE_OF_PROJECT.get(p, p[5:] if p.startswith("TCGA-") else p))
+            sites.append(site_of_project(project, scheme))
         else:
             sites.append(UNKNOWN_SITE)
     sites = pd.Series(sites, index=clin.index, dtype=object)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...errors import InputError, InputWarning
 from ..cohort import Cohort
+from ..site_schemes import SITE_SCHEMES
 from .clinical import assign_labels, assign_sites, load_clinical, resolve_grouping
 from .expression import check_ood_sites, load_expression, load_reports, select_genes
 from .features import ValidationCache, map_slides_to_cases, match_secondary, scan_features
@@ -46,6 +47,7 @@ def prepare_cohort(
     min_genes_per_pathway: int = DEFAULT_MIN_GENES_PER_PATHWAY,
     check_values: bool = True,
     expression_orientation: str = "auto",
+    site_scheme: str = "modaltune",
 ) -> Cohort:
     """Validate raw inputs, align them per patient and write the cohort directory ``out``.
 
@@ -65,6 +67,10 @@ def prepare_cohort(
         check_values: read every feature file once to reject NaN/inf and find files without coordinates
             (cached between runs by path, size and mtime). False: header checks only.
         expression_orientation: ``auto``, or the orientation passed to ``read_expression``.
+        site_scheme: how TCGA projects become sites (``data.site_schemes``): ``modaltune`` (organ
+            grouping: LUAD + LUSC -> NSCLC, KIRC/KIRP/KICH -> RCC, ...) or ``tcga_project`` (one site per
+            project except COAD + READ -> CRC and GBM + LGG -> GBMLGG, as MICE). Recorded in
+            ``cohort.json`` and the summary.
 
     Returns:
         The loaded :class:`Cohort` (its ``summary`` is also in ``out/summary.json|txt``).
@@ -77,6 +83,8 @@ def prepare_cohort(
     if features is None and features_secondary is not None:
         raise InputError("secondary-magnification features given without primary ones", file=features_secondary,
                          fix="pass the primary features as `features` (secondary files are matched to them)")
+    if site_scheme not in SITE_SCHEMES:
+        raise InputError(f"unknown site scheme '{site_scheme}'", fix=f"use one of {', '.join(SITE_SCHEMES)}")
     if int(min_genes_per_pathway) < 1:
         raise InputError(f"min_genes_per_pathway must be >= 1, got {min_genes_per_pathway}",
                          fix="use a positive number of genes")
@@ -84,17 +92,17 @@ def prepare_cohort(
     with recording_warnings() as caught:
         return _prepare(out, log, caught, features, features_secondary, clinical, expression, gene_sets, reports,
                         slide_case_table, grouping, clinical_columns, ood_sites, min_genes_per_pathway,
-                        check_values, expression_orientation)
+                        check_values, expression_orientation, site_scheme)
 
 
 def _prepare(out: Path, log: IngestLog, caught: list, features, features_secondary, clinical, expression, gene_sets,
              reports, slide_case_table, grouping, clinical_columns, ood_sites, min_genes_per_pathway, check_values,
-             expression_orientation) -> Cohort:
+             expression_orientation, site_scheme) -> Cohort:
     """The body of :func:`prepare_cohort` (warnings are recorded by the caller)."""
     grouping_obj = resolve_grouping(grouping)
 
     clin, clin_slide_map, reader_warned_survival = load_clinical(Path(clinical), clinical_columns, log)
-    clin["site"] = assign_sites(clin, Path(clinical), log)
+    clin["site"] = assign_sites(clin, Path(clinical), log, site_scheme)
     labels_df = assign_labels(clin, grouping_obj, Path(clinical), log)
     known_cases = set(clin["case_id"])
 
@@ -126,8 +134,8 @@ def _prepare(out: Path, log: IngestLog, caught: list, features, features_seconda
 
     meta = cohort_meta(manifest, prim, sec, genes, pathways, ood, grouping_obj, min_genes_per_pathway, dict(
         clinical=clinical, features=features, features_secondary=features_secondary, expression=expression,
-        gene_sets=gene_sets, reports=reports, slide_case_table=slide_case_table))
+        gene_sets=gene_sets, reports=reports, slide_case_table=slide_case_table), site_scheme)
     log.warnings = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
-    summary = build_summary(manifest, log, prim, sec, expr_info, genes, pathways)
+    summary = build_summary(manifest, log, prim, sec, expr_info, genes, pathways, site_scheme)
     write_cohort(out, manifest, expr, genes, pathways, rep, summary, meta, grouping_obj)
     return Cohort.load(out)

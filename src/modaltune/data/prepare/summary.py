@@ -3,6 +3,8 @@
 ``summary.json`` is for programs and ``summary.txt`` (:func:`format_summary`) for the person who ran
 ``prepare``: it is printed at the end, so the first thing a user sees is how many patients have each
 modality and what was dropped and why. Both come from one dict built by :func:`build_summary`.
+Endpoints besides OS get the same counts as OS (patients with a value, events, censored, missing) per
+site, so a user sees before training whether a site has enough PFS events to be scored on PFS.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections import Counter
 
 import pandas as pd
 
+from ..formats.endpoints import ENDPOINTS
 from ..formats.ids import names
 from .features import FeatureSet
 from .log import IngestLog
@@ -26,6 +29,9 @@ def note_missing(manifest: pd.DataFrame, log: IngestLog, *, warn_survival: bool)
         log.warn(f"{len(no_surv)} patient(s) have no usable survival time/event; kept with has_survival False: "
                  f"{names(no_surv)}", fix="fill vital_status and days_to_death / days_to_last_follow_up "
                                            "(only needed for survival tasks)")
+    for ep in _endpoints(manifest):
+        log.note("patients", manifest.loc[~manifest[f"has_{ep}"], "case_id"],
+                 f"no usable {ep.upper()} (months/event missing or invalid): kept, has_{ep} False")
     no_diag = manifest.loc[manifest["primary_diagnosis"] == "", "case_id"]
     log.note("patients", no_diag, "no primary diagnosis: kept without subtype")
 
@@ -49,23 +55,47 @@ def _modality_counts(df: pd.DataFrame) -> dict[str, int]:
     return out
 
 
-def _survival_counts(df: pd.DataFrame) -> dict[str, int]:
-    s = df[df["has_survival"]]
-    return {"with_survival": int(len(s)), "events": int((s["event"] == 1).sum()),
-            "censored": int((s["event"] == 0).sum()), "missing": int((~df["has_survival"]).sum())}
+def _endpoints(df: pd.DataFrame) -> list[str]:
+    return [ep for ep in ENDPOINTS if {f"{ep}_event", f"has_{ep}"} <= set(df.columns)]
+
+
+def _survival_counts(df: pd.DataFrame, event: str = "event", has: str = "has_survival") -> dict[str, int]:
+    s = df[df[has]]
+    return {"with_survival": int(len(s)), "events": int((s[event] == 1).sum()),
+            "censored": int((s[event] == 0).sum()), "missing": int((~df[has]).sum())}
 
 
 def _group_summary(df: pd.DataFrame) -> dict:
-    return {"patients": int(len(df)), "classes": _class_counts(df), "modalities": _modality_counts(df),
-            "survival": _survival_counts(df)}
+    out = {"patients": int(len(df)), "classes": _class_counts(df), "modalities": _modality_counts(df),
+           "survival": _survival_counts(df)}
+    eps = _endpoints(df)
+    if eps:
+        out["endpoints"] = {ep: _survival_counts(df, f"{ep}_event", f"has_{ep}") for ep in eps}
+    return out
 
 
 def build_summary(manifest: pd.DataFrame, log: IngestLog, prim: FeatureSet | None, sec: FeatureSet | None,
-                  expr_info: dict, genes: list[str], pathways: dict) -> dict:
-    """The cohort summary: per-site and total counts plus every dropped/unmatched item."""
+                  expr_info: dict, genes: list[str], pathways: dict, site_scheme: str = "modaltune") -> dict:
+    """The cohort summary: per-site and total counts plus every dropped/unmatched item.
+
+    Args:
+        manifest: the manifest (one row per patient).
+        log: what was dropped, unmatched or noted.
+        prim: the primary feature files, or None.
+        sec: the secondary feature files, or None.
+        expr_info: counts of the expression reader ({} without expression).
+        genes: the genes kept.
+        pathways: the pathways kept.
+        site_scheme: how projects were grouped into sites.
+
+    Returns:
+        The summary dict (``summary.json``); groups have ``endpoints`` counts when the cohort has
+        endpoints besides OS.
+    """
     sites = {s: {**_group_summary(g), "ood": bool(g["ood"].iloc[0])} for s, g in manifest.groupby("site")}
     return {
         "n_patients": int(len(manifest)),
+        "site_scheme": site_scheme,
         "total": _group_summary(manifest),
         "sites": sites,
         "features": {
@@ -92,7 +122,9 @@ def _format_group(name: str, g: dict) -> list[str]:
             f"WSI-secondary={mod['wsi_secondary']}, omics={mod['omics']}, report={mod['report']}, "
             f"WSI+omics={mod['wsi_and_omics']}, none={mod['no_modality']}",
             f"    survival: {sv['with_survival']} with survival ({sv['events']} events, {sv['censored']} censored), "
-            f"{sv['missing']} missing"]
+            f"{sv['missing']} missing",
+            *(f"    {ep.upper()}: {c['with_survival']} with {ep.upper()} ({c['events']} events, {c['censored']} "
+              f"censored), {c['missing']} missing" for ep, c in (g.get("endpoints") or {}).items())]
 
 
 def _format_items(title: str, entries: list[dict]) -> list[str]:
@@ -108,6 +140,8 @@ def _format_items(title: str, entries: list[dict]) -> list[str]:
 def format_summary(summary: dict) -> str:
     """Human-readable text of a summary dict (the content of summary.txt)."""
     lines = [f"Cohort: {summary['n_patients']} patients"]
+    if summary.get("site_scheme"):
+        lines.append(f"site scheme: {summary['site_scheme']}")
     lines += _format_group("all sites", summary["total"])
     for site, g in summary["sites"].items():
         lines += _format_group(site + (" (OOD)" if g.get("ood") else ""), g)

@@ -2,7 +2,9 @@
 
 The layout itself (file names, manifest columns and their types) is owned by :mod:`..cohort`, the
 reader, so writer and reader cannot drift apart; this module fills it in. The manifest has one row
-per patient, sorted by case id so re-running ``prepare`` writes the same file. Files an earlier run
+per patient, sorted by case id so re-running ``prepare`` writes the same file; endpoints besides OS
+add ``<ep>_months``, ``<ep>_event``, ``has_<ep>`` after the contract's columns (none without them, so a
+clinical table without endpoints writes the same manifest as before). Files an earlier run
 wrote but this one does not (an expression file of the other format, reports, the retired
 ``prompts.csv``) are removed, so a cohort directory never mixes two runs.
 """
@@ -15,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from ..cohort import COHORT_FORMAT_VERSION, MANIFEST_COLUMNS
+from ..formats.endpoints import ENDPOINTS
 from ..formats.tables import text_or_none
 from .features import FeatureSet
 from .summary import format_summary
 
-__all__ = ["build_manifest", "cohort_meta", "write_cohort"]
+__all__ = ["build_manifest", "endpoints_of", "cohort_meta", "write_cohort"]
 
 
 def _slides_by_case(slides: FeatureSet | None) -> dict[str, list[str]]:
@@ -44,7 +47,7 @@ def build_manifest(clin: pd.DataFrame, lab: pd.DataFrame, prim: FeatureSet | Non
         ood: the out-of-distribution sites.
 
     Returns:
-        The manifest, sorted by case id.
+        The manifest, sorted by case id (endpoint columns of :func:`endpoints_of` last).
     """
     p_by, s_by = _slides_by_case(prim), _slides_by_case(sec)
     omics = set(expr.index) if expr is not None else set()
@@ -71,7 +74,17 @@ def build_manifest(clin: pd.DataFrame, lab: pd.DataFrame, prim: FeatureSet | Non
             "n_patches_secondary": sum(sec.n_patches[s] for s in ss) if ss else 0,
         })
     df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    for ep in endpoints_of(clin):
+        ep_months = pd.to_numeric(clin[f"{ep}_months"], errors="coerce").astype(float).to_numpy()
+        ep_event = pd.to_numeric(clin[f"{ep}_event"], errors="coerce").astype(float).to_numpy()
+        ok = np.isfinite(ep_months) & (ep_months >= 0) & np.isin(ep_event, (0.0, 1.0))
+        df[f"{ep}_months"], df[f"{ep}_event"], df[f"has_{ep}"] = ep_months, ep_event, ok
     return df.sort_values("case_id", kind="stable").reset_index(drop=True)
+
+
+def endpoints_of(table: pd.DataFrame) -> list[str]:
+    """The endpoints besides OS that a clinical table or manifest has (``<ep>_months`` and ``<ep>_event``)."""
+    return [ep for ep in ENDPOINTS if f"{ep}_months" in table and f"{ep}_event" in table]
 
 
 def _text_column(clin: pd.DataFrame, col: str) -> list[str]:
@@ -81,8 +94,10 @@ def _text_column(clin: pd.DataFrame, col: str) -> list[str]:
     return [text_or_none(v) or "" for v in clin[col]]
 
 
-def cohort_meta(manifest, prim, sec, genes, pathways, ood, grouping, min_genes, inputs) -> dict:
-    """The content of ``cohort.json``: format version, widths, genes, sites, grouping and input paths."""
+def cohort_meta(manifest, prim, sec, genes, pathways, ood, grouping, min_genes, inputs,
+                site_scheme: str = "modaltune") -> dict:
+    """The content of ``cohort.json``: format version, widths, genes, sites, site scheme, endpoints, grouping
+    and input paths."""
     from ... import __version__
 
     return {
@@ -94,6 +109,8 @@ def cohort_meta(manifest, prim, sec, genes, pathways, ood, grouping, min_genes, 
         "n_genes": len(genes),
         "n_pathways": len(pathways),
         "sites": sorted(manifest["site"].unique()),
+        "site_scheme": site_scheme,
+        "endpoints": ["os", *endpoints_of(manifest)],
         "ood_sites": list(ood),
         "min_genes_per_pathway": int(min_genes),
         "grouping": grouping.to_dict(),
