@@ -28,10 +28,10 @@ def _who_rule(mol: pd.DataFrame) -> pd.Series:
         if r.idh_status == "wildtype":
             return "Glioblastoma, IDH-wildtype"
         if r.codel_1p19q == "codeleted":
-            return "Oligodendroglioma, IDH-mutant, 1p/19q-codeleted"
+            return "Oligodendroglioma, IDH-mutant and 1p/19q-codeleted"
         if r.cdkn2a_gistic == -2 or r.grade == "G4":
             return "Astrocytoma, IDH-mutant, grade 4"
-        return "Astrocytoma, IDH-mutant, grade 2-3"
+        return "Lower-grade astrocytoma, IDH-mutant"
     return mol.apply(one, axis=1)
 
 

@@ -21,17 +21,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
+from ..data.labels.glioma import GRADE_CLASSES, WHO2021_CLASSES
 from .genes import PATHWAY_THEMES, gene_symbols
 from .slides import PATCH_20X, pool_2x2, smooth_field, softmax, tissue_mask
 
 __all__ = ["WHO_CLASSES", "GRADES", "TUMOR_THEMES", "TME_THEMES", "who2021_class", "GeneWorld",
            "draw_subspace_genes", "Glioma", "draw_glioma_patients", "make_compartment_slide"]
 
-#: WHO CNS 2021 classes, in label order, as written in clinical.tsv's ``primary_diagnosis``.
-WHO_CLASSES = ("Glioblastoma, IDH-wildtype", "Astrocytoma, IDH-mutant, grade 4",
-               "Astrocytoma, IDH-mutant, grade 2-3", "Oligodendroglioma, IDH-mutant, 1p/19q-codeleted")
+#: WHO CNS 2021 classes, in label order, as written in clinical.tsv's ``primary_diagnosis``: the names
+#: of the shipped glioma grouping (``resources/glioma_who2021.yaml``), which prepares the cohort.
+WHO_CLASSES = WHO2021_CLASSES
 #: Histologic grades, in label order, as written in clinical_grade.tsv and molecular.tsv.
-GRADES = ("G2", "G3", "G4")
+GRADES = GRADE_CLASSES
 #: Themes of the z_T-driven tumor gene sets (``TUMOR_<theme>``; suffixed ``_2``... beyond the list).
 TUMOR_THEMES = ("PROLIFERATION", "HYPOXIA_NECROSIS", "STEMNESS", "INVASION", "MITOTIC", "GLYCOLYSIS")
 #: Themes of the z_E-driven microenvironment gene sets (``TME_<theme>``).

@@ -65,6 +65,7 @@ import h5py
 import numpy as np
 
 from ..data.formats.clinical import DAYS_PER_MONTH
+from ..data.labels.grouping import shipped_grouping
 from ..errors import ConfigError
 from .clinical_text import GDC_EMPTY, fmt_int, new_case_id
 from .oracle import oracle_c_index
@@ -83,12 +84,8 @@ _SCALE_MONTHS = 30.0
 
 #: Groupings for ``prepare_cohort(grouping=...)``: ``who2021`` for clinical.tsv, ``grade`` for
 #: clinical_grade.tsv (site GBMLGG; class order = label order).
-SUBSPACE_GROUPINGS: dict[str, dict] = {
-    "who2021": {"GBMLGG": {"classes": list(WHO_CLASSES), "members": {c: [c] for c in WHO_CLASSES}, "rare": [],
-                           "location": "brain"}},
-    "grade": {"GBMLGG": {"classes": list(GRADES), "members": {c: [c] for c in GRADES}, "rare": [],
-                         "location": "brain"}},
-}
+SUBSPACE_GROUPINGS: dict[str, str] = {"who2021": str(shipped_grouping("glioma_who2021")),
+                                      "grade": str(shipped_grouping("glioma_grade"))}
 
 
 def make_subspace_cohort(

@@ -16,6 +16,7 @@ from .grouping import (
     default_grouping,
     load_grouping,
     normalise_diagnosis,
+    shipped_grouping,
 )
 from .survival_bins import assign_bins, fit_survival_bins
 from .wording import m_to_words, n_to_words, stage_to_words, t_to_words
@@ -26,6 +27,7 @@ __all__ = [
     "Grouping",
     "default_grouping",
     "load_grouping",
+    "shipped_grouping",
     "assign_subtype",
     "normalise_diagnosis",
     "stage_to_words",

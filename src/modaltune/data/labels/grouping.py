@@ -37,6 +37,8 @@ __all__ = ["SITE_OF_PROJECT", "SiteGrouping", "Grouping", "default_grouping", "l
 
 #: The packaged ModalTune Table 4 grouping (read by :func:`default_grouping`).
 TABLE4_RESOURCE = "grouping_table4.yaml"
+#: Groupings shipped with the package, by name (pass ``shipped_grouping(name)`` as ``grouping``).
+SHIPPED_GROUPINGS = ("grouping_table4", "glioma_who2021", "glioma_grade")
 
 #: TCGA project -> site (the cancer types of ModalTune).
 SITE_OF_PROJECT: dict[str, str] = {
@@ -291,3 +293,15 @@ def assign_subtype(grouping: Grouping, site: str, diagnosis: str | None,
     if idx is None:
         return None, None, False
     return g.classes[idx], idx, False
+
+
+def shipped_grouping(name: str) -> Path:
+    """Path of a grouping YAML shipped in ``modaltune/resources`` (``glioma_who2021``, ``glioma_grade``, ...).
+
+    Raises:
+        InputError: an unknown name (the message lists the shipped ones).
+    """
+    if name not in SHIPPED_GROUPINGS:
+        raise InputError(f"no shipped grouping '{name}'; shipped: {list(SHIPPED_GROUPINGS)}",
+                         fix="pass the path of your own grouping YAML instead")
+    return Path(str(files("modaltune").joinpath("resources").joinpath(f"{name}.yaml")))
