@@ -115,3 +115,10 @@ class DMSFStudent(DMSFBase):
         """Dual-expert combination of the two magnifications' logits."""
         out = self.forward_experts(batch)
         return self.combine({e: out[e]["logits"] for e in EXPERTS}, batch)
+
+    @torch.no_grad()
+    def introspect(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Per magnification, the ITA cluster of every token (``assignment_m20`` / ``assignment_m10``
+        ``[B, grid**2]``, in the fixed bag's order): which patches the student groups together."""
+        out = self.forward_experts(batch)
+        return {f"assignment_{e}": out[e]["assignment"] for e in EXPERTS}
