@@ -22,11 +22,11 @@ Usage::
     PYTHONPATH=src python benchmarks/bench_mambamil.py --out /tmp/bench_mambamil.json
     PYTHONPATH=src python benchmarks/bench_mambamil.py --patches 500 --memory-patches 250 500 --repeats 2
 
-Timings on a shared or busy machine are indicative only, and multi-threaded ones much worse than
-that: the scan issues thousands of small parallel ops (about 30 per chunk of ~25 patches), and
-when another process holds a core every one of them waits for the descheduled thread, so MambaMIL
-degrades far more than ABMIL (a few large GEMMs). Measure on an idle machine, or compare with
-``--threads 1``.
+Timings on a shared or busy machine are indicative only: compare models interleaved in one run
+(as here), and prefer ``--threads 1`` for stable ratios. The scan's chunk loop runs with one
+intra-op thread whatever ``--threads`` says (see :mod:`modaltune.encoders.ssm_scan`: its ~25 small
+ops per chunk would each wait for a descheduled OpenMP worker when another process holds a core),
+so multi-threaded runs speed up only the GEMMs and bulk ops of MambaMIL, as for ABMIL.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ from modaltune.encoders.mambamil import MambaMIL
 from modaltune.encoders.mil import ABMIL
 
 
-def build_models(in_dim: int, device: torch.device) -> dict[str, torch.nn.Module]:
+def build_models(in_dim: int, device: torch.device, chunk_size: int | None = None) -> dict[str, torch.nn.Module]:
     """The compared aggregators, in train mode (dropout on, as in a training step)."""
     torch.manual_seed(0)
     models = {
-        "mambamil": MambaMIL(in_dim=in_dim, dim=256, attn_dim=64, dropout=0.2),
+        "mambamil": MambaMIL(in_dim=in_dim, dim=256, attn_dim=64, dropout=0.2, mamba={"chunk_size": chunk_size}),
         "abmil_256": ABMIL(in_dim, dim=256, attn_dim=64, dropout=0.25),
         "abmil_512": ABMIL(in_dim, dim=512, attn_dim=256, dropout=0.25),
     }
@@ -122,13 +122,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    ap.add_argument("--chunk-size", type=int, default=None, help="Mamba scan chunk length (default: cache-sized)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    models = build_models(args.in_dim, device)
+    models = build_models(args.in_dim, device, args.chunk_size)
     gen = torch.Generator().manual_seed(0)
     bag = torch.randn(1, args.patches, args.in_dim, generator=gen).to(device)
 
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "bench_mambamil", "patches": args.patches, "in_dim": args.in_dim,
         "warmup": args.warmup, "repeats": args.repeats, "threads": torch.get_num_threads(),
+        "chunk_size": args.chunk_size,
         "device": str(device), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "time_s": times, "median_s": median,
         "ratio_mambamil_over": {k: median["mambamil"] / median[k] for k in models if k != "mambamil"},

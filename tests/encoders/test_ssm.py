@@ -8,11 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modaltune.encoders.ssm import Mamba, plan_chunks, selective_scan, selective_scan_ref
+from modaltune.encoders import ssm_scan
+from modaltune.encoders.ssm import (
+    Mamba,
+    _CausalConvSiLU,
+    auto_chunk_size,
+    plan_chunks,
+    selective_scan,
+    selective_scan_ref,
+)
 from modaltune.errors import ConfigError, InputError
 
 
-def _scan_inputs(b=2, d=5, n=4, length=37, delta_scale=1.0, dtype=torch.float32, seed=0):
+def _scan_inputs(b=2, d=5, n=4, length=37, delta_scale=1.0, dtype=torch.float32, seed=0, gate=False):
     g = torch.Generator().manual_seed(seed)
     u = torch.randn(b, length, d, generator=g, dtype=torch.float64)
     delta = F.softplus(torch.randn(b, length, d, generator=g, dtype=torch.float64)) * delta_scale
@@ -20,7 +28,8 @@ def _scan_inputs(b=2, d=5, n=4, length=37, delta_scale=1.0, dtype=torch.float32,
     B = torch.randn(b, length, n, generator=g, dtype=torch.float64)
     C = torch.randn(b, length, n, generator=g, dtype=torch.float64)
     D = torch.randn(d, generator=g, dtype=torch.float64)
-    return [t.to(dtype).requires_grad_() for t in (u, delta, A, B, C, D)]
+    z = torch.randn(b, length, d, generator=g, dtype=torch.float64)
+    return [t.to(dtype).requires_grad_() for t in (u, delta, A, B, C, D, *([z] if gate else []))]
 
 
 def _values_and_grads(fn, inputs, weight):
@@ -36,6 +45,41 @@ def test_chunked_scan_matches_sequential_reference(length):
     ref = _values_and_grads(selective_scan_ref, inputs, weight)
     for name, a, b in zip(["y", "du", "ddelta", "dA", "dB", "dC", "dD"], got, ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("length, chunk_size", [(37, 8), (5, 8), (16, 8), (300, None)])
+def test_scan_with_folded_skip_and_gate_matches_reference(length, chunk_size):
+    # y = (<C, h> + D u) * SiLU(z) inside the Function: values and all seven gradients, incl. dz
+    inputs = _scan_inputs(length=length, gate=True)
+    weight = torch.randn(2, length, 5, generator=torch.Generator().manual_seed(1)) / length
+    got = _values_and_grads(lambda *t: selective_scan(*t, chunk_size=chunk_size), inputs, weight)
+    ref = _values_and_grads(selective_scan_ref, inputs, weight)
+    for name, a, b in zip(["y", "du", "ddelta", "dA", "dB", "dC", "dD", "dz"], got, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
+
+
+def test_auto_chunk_size_keeps_a_chunk_cache_sized():
+    assert auto_chunk_size(1, 512, 16) == 16  # MICE: 2^17 state elements per chunk
+    assert auto_chunk_size(4, 512, 16) == 4 and auto_chunk_size(64, 512, 16) == 4  # never below 4
+    assert auto_chunk_size(1, 5, 4) == 64  # small models: the longest chunks
+
+
+def test_scan_loop_runs_single_threaded_and_restores_the_thread_count(monkeypatch):
+    inputs = _scan_inputs(length=37)
+    weight = torch.randn(2, 37, 5) / 37
+    in_loop = []
+    chunk = ssm_scan._Work.chunk
+    monkeypatch.setattr(ssm_scan._Work, "chunk", lambda *a: in_loop.append(torch.get_num_threads()) or chunk(*a))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = _values_and_grads(lambda *t: selective_scan(*t, chunk_size=8), inputs, weight)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert in_loop and set(in_loop) == {1}  # forward and backward chunk loops
+    for a, b in zip(got, _values_and_grads(selective_scan_ref, inputs, weight)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_cumsum_path_used_when_matmuls_may_be_reduced_precision():
@@ -96,6 +140,15 @@ def test_scan_saves_no_state_sized_tensor_for_backward():
     assert sum(saved) < 3 * 256 * 8 + 2 * 256 * 16 + 8 * 8 * 16 + 8 * 16  # inputs + one state per chunk
 
 
+def test_scan_with_gate_saves_only_inputs_output_and_chunk_states():
+    u, delta, A, B, C, D, z = _scan_inputs(b=1, d=8, n=16, length=256, delta_scale=0.01, gate=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        selective_scan(u, delta, A, B, C, D, z, chunk_size=32)
+    assert saved and max(saved) < 256 * 8 * 16 / 4
+    assert sum(saved) <= 4 * 256 * 8 + 2 * 256 * 16 + 8 * 8 * 16 + 8 * 16 + 8  # u, delta, z, y, B, C, states, A, D
+
+
 def test_scan_checks_shapes_and_settings():
     u, delta, A, B, C, _ = _scan_inputs()
     with pytest.raises(InputError, match="time-major"):
@@ -107,6 +160,19 @@ def test_scan_checks_shapes_and_settings():
 def _small_mamba(**kw):
     torch.manual_seed(0)
     return Mamba(16, d_state=4, chunk_size=8, **kw)
+
+
+@pytest.mark.parametrize("length, bias", [(9, True), (2, True), (9, False)])  # L < d_conv - 1 too
+def test_causal_conv_silu_matches_conv1d_and_gradcheck(length, bias):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, length, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    ref = F.conv1d(x.transpose(1, 2), w[:, None], b, padding=3, groups=5)[..., :length]
+    torch.testing.assert_close(_CausalConvSiLU.apply(x, w, b), F.silu(ref).transpose(1, 2))
+    assert torch.autograd.gradcheck(lambda *t: _CausalConvSiLU.apply(*t, *([b] if bias else [None])), (x, w))
+    if bias:
+        assert torch.autograd.gradcheck(lambda t: _CausalConvSiLU.apply(x.detach(), w.detach(), t), (b,))
 
 
 def test_mamba_is_causal_including_the_convolution():
