@@ -7,7 +7,8 @@ draws alone:
 * :func:`draw_subspace_genes` (stream ``(seed, 3, 0)``): disjoint gene sets ``TUMOR_*`` (driven by z_T),
   the molecular sets ``TUMOR_GCIMP`` (IDH-mutant methylator phenotype) and ``TUMOR_CHR1P19Q`` (genes
   lost with the 1p/19q codeletion), ``TME_*`` (driven by z_E), unrelated ``SYN_*`` sets, genes in no set;
-  positive loadings; the tissue prototypes and the two appearance axes.
+  positive loadings, strong for a core of each set (:data:`CORE_FRACTION`) and weak for the rest; the
+  tissue prototypes and the two appearance axes.
 * :func:`draw_glioma_patients` (stream ``(seed, 3, 1)``): z_T, z_E, molecular calls, grade, WHO class,
   noisy labels, survival, expression.
 * :func:`make_compartment_slide` (the slide stream ``(seed, 3, 2)``): one slide whose patch grid holds
@@ -28,6 +29,8 @@ from .slides import PATCH_20X, pool_2x2, smooth_field, softmax, tissue_mask
 __all__ = ["WHO_CLASSES", "GRADES", "TUMOR_THEMES", "TME_THEMES", "who2021_class", "GeneWorld",
            "draw_subspace_genes", "Glioma", "draw_glioma_patients", "make_compartment_slide"]
 
+#: fraction of each gene set's genes that follow its driver strongly (the signature's core)
+CORE_FRACTION = 0.4
 #: WHO CNS 2021 classes, in label order, as written in clinical.tsv's ``primary_diagnosis``: the names
 #: of the shipped glioma grouping (``resources/glioma_who2021.yaml``), which prepares the cohort.
 WHO_CLASSES = WHO2021_CLASSES
@@ -101,8 +104,12 @@ def draw_subspace_genes(rng: np.random.Generator, n_tumor: int, n_tme: int, n_ot
     index = {g: i for i, g in enumerate(genes)}
     loadings = np.zeros((len(genes), len(names)))
     for p, name in enumerate(names):
-        for g in gmt[name]:
-            loadings[index[g], p] = rng.uniform(0.5, 1.0)
+        # a signature has core genes that follow its driver strongly and members that barely do, so in
+        # stored (log-scale) expression the informative genes are also the variable ones, as in real
+        # transcriptomes (what highly-variable-gene selection relies on)
+        core = rng.random(len(gmt[name])) < CORE_FRACTION
+        for g, is_core in zip(gmt[name], core):
+            loadings[index[g], p] = rng.uniform(0.8, 1.4) if is_core else rng.uniform(0.05, 0.35)
     base = rng.uniform(3.0, 11.0, size=len(genes))
     tumor_protos, tme_protos = rng.standard_normal((4, dim)), rng.standard_normal((4, dim))
     axes = np.linalg.qr(rng.standard_normal((dim, 2)))[0].T  # two orthonormal appearance directions

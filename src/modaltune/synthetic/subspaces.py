@@ -34,7 +34,9 @@ GBMLGG (projects TCGA-GBM for grade 4, TCGA-LGG otherwise), in the standard form
   ``label_noise`` (molecular.tsv and truth.csv keep the true ones).
 * Expression: activity of each TUMOR_<theme> set = z_T + N(0, 0.5^2); TUMOR_GCIMP = +-1 by IDH status,
   TUMOR_CHR1P19Q = -2 when codeleted (+ N(0, 0.3^2)); TME_* = z_E + N(0, 0.5^2); SYN_* = N(0, 1);
-  ``x = base + loadings @ activity + N(0, expression_noise^2)`` with disjoint sets, positive loadings.
+  ``x = base + loadings @ activity + N(0, expression_noise^2)`` with disjoint sets and positive
+  loadings: strong (0.8-1.4) for a core of 40 % of each set's genes, weak (0.05-0.35) for the rest, so
+  the variable genes are the informative ones, as highly-variable-gene selection assumes of real data.
 * Slides: a tissue blob on the 20x grid; a smooth random field splits it into contiguous tumor and TME
   regions (tumor share U(0.35, 0.65) per slide). Tumor patches mix 4 tumor prototypes with abundances
   ``softmax(slopes * z_T')`` (plus ``molecular_morphology`` x an oligodendroglial prototype when
