@@ -9,8 +9,10 @@ state spaces" (2023, Alg. 2, Sec. 3) with the parameter names, shapes and initia
 GPUs without the package use the chunked selective scan of :mod:`modaltune.encoders.ssm_scan`
 (time-major ``[B, L, D]``; mamba_ssm's functions take ``[B, D, L]``), which, like mamba_ssm's
 kernel, applies the ``D`` skip and the ``SiLU(z)`` gate itself, saving full-length passes and
-saved tensors (that module's docstring describes the chunking, overflow and memory design). The
-causal depthwise convolution is ``d_conv`` shifted products, time-major (no transposes).
+saved tensors (that module's docstring describes the chunking, overflow, memory and threading
+design). The causal depthwise convolution + SiLU is, like ``causal_conv1d_fn``, one autograd
+Function: ``d_conv`` shifted in-place products, time-major (no transposes, no padded copy), that
+saves only its inputs and recomputes the pre-activation in backward.
 """
 
 from __future__ import annotations
