@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modaltune.encoders.ssm_scan import _no_autocast, auto_chunk_size, plan_chunks, selective_scan, selective_scan_ref
+from modaltune.encoders.ssm_reference import selective_scan_ref
+from modaltune.encoders.ssm_scan import _no_autocast, auto_chunk_size, plan_chunks, selective_scan
 from modaltune.errors import ConfigError, InputError
 
 __all__ = ["Mamba", "selective_scan", "selective_scan_ref", "plan_chunks", "auto_chunk_size",

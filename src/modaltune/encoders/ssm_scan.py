@@ -66,7 +66,7 @@ from torch import Tensor
 
 from modaltune.errors import ConfigError, InputError
 
-__all__ = ["selective_scan", "selective_scan_ref", "plan_chunks", "auto_chunk_size"]
+__all__ = ["selective_scan", "plan_chunks", "auto_chunk_size"]
 
 _CHUNK_ELEMENTS = 2 ** 17  # state elements per chunk by default: operands of an op stay in L2
 
@@ -90,37 +90,6 @@ def _one_thread(device: torch.device):
         yield
     finally:
         torch.set_num_threads(n)
-
-
-def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-                       z: Tensor | None = None, h0: Tensor | None = None, return_last_state: bool = False):
-    """Sequential selective scan: the recurrence written as a plain loop (tests, documentation).
-
-    Args:
-        u: inputs ``[B, L, D]``.
-        delta: step sizes ``[B, L, D]`` (already softplus-ed, > 0).
-        A: state matrix ``[D, N]`` (negative).
-        B: input projections ``[B, L, N]``.
-        C: output projections ``[B, L, N]``.
-        D: skip weights ``[D]`` (optional).
-        z: gate ``[B, L, D]`` (optional): the output is multiplied by ``SiLU(z)``.
-        h0: initial state ``[B, D, N]`` (zeros when None).
-        return_last_state: also return the final state.
-
-    Returns:
-        ``y [B, L, D]``, or ``(y, h_L)`` when ``return_last_state``.
-    """
-    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1]) if h0 is None else h0
-    ys = []
-    for t in range(u.shape[1]):
-        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[..., None] * B[:, t, None, :]
-        ys.append((h * C[:, t, None, :]).sum(-1))
-    y = torch.stack(ys, 1) if ys else u.new_zeros(u.shape)
-    if D is not None:
-        y = y + u * D
-    if z is not None:
-        y = y * F.silu(z)
-    return (y, h) if return_last_state else y
 
 
 def plan_chunks(step_decay: Tensor, chunk_size: int, max_chunk_decay: float) -> list[tuple[int, int]]:
@@ -380,7 +349,7 @@ class _ChunkedScan(torch.autograd.Function):
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                    z: Tensor | None = None, *, chunk_size: int | None = None, max_chunk_decay: float = 40.0) -> Tensor:
-    """Chunked selective scan (same maths and layout as :func:`selective_scan_ref`, linear memory).
+    """Chunked selective scan (same maths and layout as :func:`~.ssm_reference.selective_scan_ref`, linear memory).
 
     Computed in fp32 (fp64 when an input is fp64) whatever the autocast state; see the module
     docstring for the chunking, overflow and memory design.
