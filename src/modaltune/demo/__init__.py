@@ -22,18 +22,22 @@ SYSTEMS = ("modaltune", "mice", "disentangled")
 
 
 def run_demo(out: str | Path = "modaltune_demo", *, system: str = "modaltune", quick: bool = False, seed: int = 0,
-             benchmark: bool = True) -> dict:
-    """Run one system's demo into ``out`` (see the module docstring); returns its results."""
+             benchmark: bool = True, methods=None) -> dict:
+    """Run one system's demo into ``out`` (see the module docstring); returns its results.
+
+    ``methods`` replaces the system's default list of methods (tests use a short one).
+    """
+    kw = {} if methods is None else {"methods": list(methods)}
     if system == "modaltune":
-        return run_modaltune_demo(out, quick=quick, seed=seed, benchmark=benchmark)
+        return run_modaltune_demo(out, quick=quick, seed=seed, benchmark=benchmark, **kw)
     if system == "mice":
         from .mice import run_mice_demo
 
-        return run_mice_demo(out, quick=quick, seed=seed)
+        return run_mice_demo(out, quick=quick, seed=seed, **kw)
     if system == "disentangled":
         from .disentangled import run_disentangled_demo
 
-        return run_disentangled_demo(out, quick=quick, seed=seed)
+        return run_disentangled_demo(out, quick=quick, seed=seed, **kw)
     from ..errors import ConfigError
 
     raise ConfigError(f"unknown demo system '{system}'; known: {list(SYSTEMS)}")
