@@ -106,6 +106,7 @@ def _rss_mb() -> float:
 
 def _paper_info(rng):
     import numpy as np
+
     from modaltune.methods.base import CohortInfo
     n_genes, n_path = 4987, 331
     pathways = [np.sort(rng.choice(n_genes, int(rng.integers(5, 40)), replace=False)) for _ in range(n_path)]
