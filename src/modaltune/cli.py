@@ -175,6 +175,7 @@ def cmd_benchmark(args) -> int:
         drop_at_test=[m.strip() for m in (args.drop_at_test or "").split(",") if m.strip()],
         train_fractions=[float(f) for f in (args.train_fractions or "").split(",") if f.strip()],
         attribution=args.attribution,
+        tasks=[t.strip() for t in (args.tasks or "").split(",") if t.strip()] or None,
     )
     return 0
 
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "patient: wsi, omics, report (comma-separated)")
     s.add_argument("--train-fractions", help="data efficiency: also train on these fractions of each training part, "
                                              "e.g. 0.1,0.25,0.5 (validation and test parts unchanged)")
+    s.add_argument("--tasks", help="single-task methods: train only these tasks (subtype, survival; default both)")
     s.add_argument("--attribution", action="store_true",
                    help="Shapley share of each modality in the predicted risk, per site (attribution.csv)")
     s.add_argument("--out", type=Path, required=True)

@@ -127,3 +127,13 @@ def test_missing_at_test_data_efficiency_and_attribution(small_cohort, tmp_path)
     risk_none = pd.read_csv(f"{full_run}/predictions_without_omics.csv").set_index("case_id")["risk"]
     phi = per_patient.set_index("case_id")["phi_omics"]                 # efficiency: all - none
     assert (phi - (risk_all - risk_none).loc[phi.index]).abs().max() < 1e-5
+
+
+def test_tasks_restrict_single_task_methods(small_cohort, tmp_path):
+    bench = Benchmark(small_cohort.root, ["abmil", TOY], seeds=[0], out=tmp_path / "b", ood=False, tasks=["survival"])
+    abmil, toy = bench.specs
+    assert bench.tasks_of(abmil) == ["survival"] and bench.tasks_of(toy) == [None]   # multi-task runs stay
+    assert Benchmark(small_cohort.root, ["abmil"], out=tmp_path / "c", ood=False).tasks_of(abmil) == ["subtype",
+                                                                                                    "survival"]
+    with pytest.raises(ConfigError, match="unknown task"):
+        Benchmark(small_cohort.root, ["abmil"], out=tmp_path / "d", ood=False, tasks=["grade"])

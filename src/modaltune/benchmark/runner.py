@@ -70,13 +70,16 @@ class Benchmark:
             in an extra evaluation of every final run.
         train_fractions: fractions (< 1) of each training part for a data-efficiency study.
         attribution: Shapley modality shares of every ``predict`` run's test risks.
+        tasks: the ``model.task`` values to run for single-task methods (default: every one a method
+            trains, e.g. subtype and survival).
     """
 
     def __init__(self, cohort_dir, methods: Sequence[str], *, sites: Sequence[str] | None = None,
                  seeds: Sequence[int] = (0,), folds: int | None = None, config=None, overrides: Sequence[str] = (),
                  out="benchmark", ood: bool = True, ood_reference_site: str | None = None,
                  ood_supervised: Sequence[str] | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
-                 drop_at_test: Sequence[str] = (), train_fractions: Sequence[float] = (), attribution: bool = False):
+                 drop_at_test: Sequence[str] = (), train_fractions: Sequence[float] = (), attribution: bool = False,
+                 tasks: Sequence[str] | None = None):
         self.cohort = Cohort.load(cohort_dir)
         self.specs = parse_methods(list(methods))
         self.sites = resolve_site_names(sites, self.cohort) if sites else in_domain_sites(self.cohort)
@@ -101,6 +104,10 @@ class Benchmark:
         self.fractions = sorted({float(f) for f in train_fractions if float(f) < 1.0})
         self.efficiency_units = [u for f in self.fractions for u in units(self.seeds, self.folds, f)]
         self.attribution = bool(attribution)
+        self.tasks = list(tasks) if tasks else None
+        bad = [t for t in (self.tasks or []) if t not in ("subtype", "survival")]
+        if bad:
+            raise ConfigError(f"unknown task(s) {bad}; known: subtype, survival")
         self.attributions: list[pd.DataFrame] = []
         self.rows: list[dict] = []
         self.predictions: dict[tuple, Path] = {}
@@ -117,6 +124,11 @@ class Benchmark:
         if task is not None:
             extra["model"] = {"task": task}
         return Resolver(self.config, self.overrides + [f"seed={unit.seed}"], extra)
+
+    def tasks_of(self, spec: MethodSpec) -> list[str | None]:
+        """The task runs of ``spec`` this benchmark trains (restricted by ``tasks``)."""
+        tasks = spec.tasks()
+        return [t for t in tasks if t is None or self.tasks is None or t in self.tasks]
 
     def plan(self, spec: MethodSpec, unit: Unit, task: str | None, sites: list[str]) -> list[PlannedRun]:
         """The runs of one cell, in order (shared stages resolve to the same directories)."""
@@ -145,7 +157,7 @@ class Benchmark:
         """Train and evaluate every cell on the benchmark's sites (and the extra studies asked for)."""
         for spec in self.specs:
             for unit in self.units + self.efficiency_units:
-                for task in spec.tasks():
+                for task in self.tasks_of(spec):
                     log.info("benchmark cell %s %s %s", spec.spec, unit.name, task or "multi")
                     results = run_chain(self.plan(spec, unit, task, self.sites), self.cohort, evaluate=True)
                     for run_dir, metrics in results.items():
@@ -180,7 +192,7 @@ class Benchmark:
             return
         for spec in self.specs:
             for unit in self.units:
-                for task in spec.tasks():
+                for task in self.tasks_of(spec):
                     finals = [r for r in self.plan(spec, unit, task, self.sites) if r.final
                               and self.ref_site in r.sites]
                     if not finals or not (finals[0].run_dir / layout.METRICS).exists():
@@ -201,7 +213,7 @@ class Benchmark:
             spec = MethodSpec(f"{name}_ood_supervised", name, False)
             for site in self.ood_sites:
                 for unit in self.units:
-                    for task in spec.tasks():
+                    for task in self.tasks_of(spec):
                         for run_dir, metrics in run_chain(self.plan(spec, unit, task, [site]), self.cohort,
                                                           evaluate=True).items():
                             self._record(spec, unit, metrics, run_dir, spec.metrics(task), table="table3",
@@ -247,11 +259,11 @@ class Benchmark:
 
 def run_benchmark(cohort_dir, methods, sites=None, seeds=(0, 1, 2), config=None, overrides=(), out="benchmark",
                   ood=True, ood_supervised=None, folds=None, metrics=DEFAULT_METRICS, drop_at_test=(),
-                  train_fractions=(), attribution=False) -> Benchmark:
+                  train_fractions=(), attribution=False, tasks=None) -> Benchmark:
     """Run a benchmark end to end and print its tables."""
     bench = Benchmark(cohort_dir, methods, sites=sites, seeds=seeds, folds=folds, config=config, overrides=overrides,
                       out=out, ood=ood, ood_supervised=ood_supervised, metrics=metrics, drop_at_test=drop_at_test,
-                      train_fractions=train_fractions, attribution=attribution)
+                      train_fractions=train_fractions, attribution=attribution, tasks=tasks)
     bench.run_in_domain()
     bench.run_ood()
     paths = bench.write()
