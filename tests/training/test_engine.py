@@ -20,14 +20,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from modaltune.config import resolve_config
-from modaltune.data.prepare import prepare_cohort
 from modaltune.data.splits import make_holdout_split
 from modaltune.errors import ConfigError
 from modaltune.methods.base import Method
 from modaltune.methods.losses import nll_survival_loss, survival_risk
 from modaltune.registry import METHODS, TEXT_ENCODERS
 from modaltune.runs.evaluate import embed_run, evaluate_ood, evaluate_run
-from modaltune.synthetic import make_synthetic
 from modaltune.training.engine import train_method
 from modaltune.training.module import EpochSampler, lr_lambda
 
@@ -113,15 +111,8 @@ if ENCODER_NAME not in TEXT_ENCODERS:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    root = tmp_path_factory.mktemp("engine")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        info = make_synthetic(root / "raw", seed=0, sites=("BRCA", "NSCLC"), ood_sites=(), patients=22, dim=16,
-                              patches=(8, 16), n_pathways=8, pathway_size=(3, 6), n_extra_genes=4, n_absent_genes=1,
-                              secondary=False)
-        return prepare_cohort(root / "cohort", features=info["features"], clinical=info["clinical"],
-                              expression=info["expression"], gene_sets=info["gene_sets"])
+def cohort(small_cohort):
+    return small_cohort
 
 
 @pytest.fixture(scope="module")
