@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, devices, JSON output."""
+"""Small shared helpers: seeding and JSON output."""
 
 from __future__ import annotations
 
@@ -18,11 +18,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
-
-
-def default_device() -> torch.device:
-    """The first GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def to_jsonable(obj: Any) -> Any:

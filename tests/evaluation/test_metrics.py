@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from lifelines.utils import concordance_index
 
-from modaltune.evaluation.metrics import auc, balanced_accuracy, c_index, ipcw_c_index, ipcw_c_index_detail
+from modaltune.evaluation.metrics import balanced_accuracy, c_index, ipcw_c_index, ipcw_c_index_detail
 
 
 def _slow_c_index(t, e, r):
@@ -89,9 +89,3 @@ def test_ipcw_c_index():
     assert math.isnan(v) and "no evaluation event" in why
 
 
-def test_auc():
-    y = np.array([0, 0, 1, 1, -1])
-    assert auc(y, np.array([0.1, 0.2, 0.8, 0.9, 0.5])) == 1.0
-    probs = np.eye(3)[[0, 1, 2, 0, 1, 2]]
-    assert auc(np.array([0, 1, 2, 0, 1, 2]), probs) == pytest.approx(1.0)
-    assert math.isnan(auc([1, 1], [0.2, 0.3]))

@@ -116,29 +116,3 @@ def ipcw_c_index_detail(train_time, train_event, time, event, risk, tau: float |
 def ipcw_c_index(train_time, train_event, time, event, risk, tau: float | None = None) -> float:
     """Uno's IPCW C-index (NaN when censoring does not allow it; see :func:`ipcw_c_index_detail`)."""
     return ipcw_c_index_detail(train_time, train_event, time, event, risk, tau)[0]
-
-
-def auc(y, score) -> float:
-    """ROC AUC: binary (``score`` [n] for class 1) or one-vs-rest macro (``score`` [n, C]).
-
-    Labels < 0 are ignored; NaN when fewer than two classes are present.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y).reshape(-1)
-    s = np.asarray(score, dtype=float)
-    keep = y >= 0
-    y, s = y[keep], s[keep]
-    classes = np.unique(y)
-    if classes.size < 2:
-        return float("nan")
-    if s.ndim == 1:
-        return float(roc_auc_score(y == classes.max(), s)) if classes.size == 2 else float("nan")
-    if classes.size == 2 and s.shape[1] >= 2:
-        return float(roc_auc_score(y == classes[1], s[:, classes[1]]))
-    try:
-        sub = s[:, classes]
-        sub = sub / np.clip(sub.sum(1, keepdims=True), 1e-12, None)
-        return float(roc_auc_score(y, sub, multi_class="ovr", labels=classes))
-    except (ValueError, IndexError):
-        return float("nan")
