@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["balanced_accuracy", "c_index", "ipcw_c_index", "ipcw_c_index_detail", "auc", "accuracy"]
+__all__ = ["balanced_accuracy", "c_index", "ipcw_c_index", "ipcw_c_index_detail", "accuracy"]
 
 _BLOCK = 2048  # rows per block of the pairwise C-index (bounds memory at ~_BLOCK * n booleans)
 
