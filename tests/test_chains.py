@@ -3,8 +3,10 @@ a frozen run (a teacher) must share the split; a stopped chain resumes in the mi
 
 from __future__ import annotations
 
+import json
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -15,6 +17,7 @@ from modaltune.errors import ConfigError, InputError
 from modaltune.methods.base import LossOutput, Method, Stage
 from modaltune.pipeline import resolve_split, restrict_split
 from modaltune.registry import METHODS
+from modaltune.runs.evaluate import evaluate_run
 from modaltune.runs.layout import BEST
 from modaltune.training.engine import train_method
 
@@ -139,3 +142,34 @@ def test_stage_settings_are_checked(small_cohort):
         resolve_config(TWO, overrides=["stages.warmup.train.epochs=2"])
     with pytest.raises(ConfigError, match="stages.pre.train.epoch"):
         resolve_config(TWO, overrides=["stages.pre.train.epoch=2"])
+
+
+def test_pretrain_only_sites_join_pretraining_but_are_never_fine_tuned(small_cohort, tmp_path):
+    def run_dir_of(stage, where, final, own):
+        return tmp_path / stage.name / where
+
+    plan = plan_chain(TWO, small_cohort, Resolver(overrides=SETS + ["data.sites=[BRCA]",
+                                                               "data.pretrain_only_sites=[NSCLC]"]), run_dir_of)
+    assert [(r.stage.name, r.sites) for r in plan] == [("pre", ["BRCA", "NSCLC"]), ("fine", ["BRCA"])]
+    results = _quiet(run_chain, plan, small_cohort, evaluate=True)
+    split = pd.read_csv(plan[0].run_dir / "split.csv")
+    sites = small_cohort.manifest.loc[split.case_id, "site"]
+    assert set(sites) == {"BRCA", "NSCLC"}                               # pre-training saw both sites
+    assert set(results[plan[1].run_dir]) == {"BRCA", "overall"}          # only BRCA is evaluated
+
+
+def test_an_external_cohort_is_fine_tuned_through_a_site_map(small_cohort, cohort_factory, tmp_path):
+    parent = tmp_path / "parent"
+    cfg = resolve_config(TWO, overrides=SETS + ["train.epochs=1"])
+    _quiet(train_method, cfg, small_cohort, resolve_split(cfg, small_cohort), parent)
+    external = cohort_factory(sites=("RCC",), patients=20)
+    child_cfg = resolve_config(TWO, overrides=SETS + ["train.epochs=1", f"train.init_from={parent}",
+                                                      "data.site_map={RCC: NSCLC}"])
+    split = resolve_split(child_cfg, external)
+    _quiet(train_method, child_cfg, external, split, tmp_path / "child")
+    info = json.loads((tmp_path / "child" / "cohort_info.json").read_text())
+    assert info["sites"] == ["BRCA", "NSCLC"] and info["site_map"] == {"RCC": "NSCLC"}   # the parent's vocabulary
+    state = json.loads((tmp_path / "child" / "fitted_state.json").read_text())
+    assert "RCC" in state["bin_edges"] and "chained run" in state["bin_source"]["RCC"]   # new site, own bins
+    metrics = _quiet(evaluate_run, tmp_path / "child", cohort=external)
+    assert set(metrics) == {"RCC", "overall"}
