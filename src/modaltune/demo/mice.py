@@ -29,6 +29,9 @@ __all__ = ["run_mice_demo", "MICE_DEMO_METHODS", "fold_oracle"]
 #: MICE, its per-site reference and the baselines of its tables (fast enough for a CPU demo)
 MICE_DEMO_METHODS = ("mice", "mice_scratch", "mice_report", "mice_path", "mice_gene", "mice_early", "mice_late")
 QUICK_PATIENTS = 24
+#: patients per site of the demo cohort: the generator's sites at 60 (two small sites at 25), so 5-fold
+#: cross-validation of every method fits in about an hour of one CPU core
+DEMO_PATIENTS = {"BRCA": 60, "LUAD": 60, "LUSC": 60, "KIRC": 60, "KIRP": 25, "COAD": 60, "STAD": 25, "HNSC": 60}
 QUICK_OVERRIDES = ("stages.pretrain.train.epochs=2", "stages.finetune.train.epochs=1", "train.epochs=2")
 
 
@@ -60,7 +63,7 @@ def run_mice_demo(out: str | Path = "modaltune_demo_mice", *, quick: bool = Fals
     raw, cohort_dir, bench_dir = out / "raw", out / "cohort", out / "benchmark"
     print(f"[1/3] synthetic pan-cancer cohort -> {raw}")
     if not (raw / "truth.csv").exists():
-        make_pan_cancer(raw, seed=seed, patients=QUICK_PATIENTS if quick else None)
+        make_pan_cancer(raw, seed=seed, patients=QUICK_PATIENTS if quick else DEMO_PATIENTS)
     print(f"[2/3] prepare cohort (one site per TCGA project) -> {cohort_dir}")
     if not (cohort_dir / "manifest.csv").exists():
         prepare_cohort(cohort_dir, features=raw / "features_20x", clinical=raw / "clinical.tsv",
