@@ -24,6 +24,11 @@ class InputError(ModaltuneError, ValueError):
         super().__init__(format_problem(problem, file=file, case=case, fix=fix))
 
 
+class CheckpointError(InputError):
+    """A checkpoint that cannot be read: corrupt, truncated, or holding Python objects (refused, never
+    unpickled: a crafted checkpoint could run code when loaded)."""
+
+
 class ConfigError(ModaltuneError, ValueError):
     """An invalid configuration value or key."""
 

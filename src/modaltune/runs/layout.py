@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, warn_input
+from ..errors import CheckpointError, InputError, warn_input
 from ..methods.base import CohortInfo
 
 __all__ = ["CONFIG", "SPLIT", "STATE", "INFO", "HISTORY", "BEST", "RUN", "METRICS", "PREDICTIONS", "EMBEDDINGS",
            "CHECKPOINTS", "FIGURES", "LAST", "METRICS_OOD", "PREDICTIONS_OOD", "FROZEN_PREFIX", "kept_keys",
-           "weights_state", "frozen_fingerprint", "save_weights", "load_weights", "read_info", "write_info",
+           "weights_state", "frozen_fingerprint", "save_weights", "load_weights", "read_checkpoint", "read_info", "write_info",
            "environment", "now"]
 
 CONFIG, SPLIT, STATE, INFO = "config.yaml", "split.csv", "fitted_state.json", "cohort_info.json"
@@ -109,6 +110,45 @@ def save_weights(module: nn.Module, path: str | Path, **meta: Any) -> None:
     tmp.replace(path)
 
 
+def read_checkpoint(path: str | Path, fix: str | None = None) -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: tensors and plain values only.
+
+    Nothing in the file is unpickled as an arbitrary Python object, so a crafted checkpoint (one
+    whose pickle would call a function when loaded) cannot run code; it is refused.
+
+    Raises:
+        CheckpointError: the file holds Python objects (refused), or is corrupt / truncated / not a
+            checkpoint; the message names the file and the fix.
+    """
+    import pickle
+    import re
+
+    path = Path(path)
+    fix = fix or "retrain the run (modaltune train) to write the checkpoint again"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise CheckpointError(f"refused to load the checkpoint: it holds a Python object ({found.group(1)}), not "
+                                  "only tensors and plain values, and loading it could run code (was the file "
+                                  "replaced or tampered with?)", file=path,
+                                  fix="use only checkpoints written by modaltune from a source you trust; " + fix
+                                  ) from None
+        raise CheckpointError("cannot read the checkpoint: it is corrupt or not a checkpoint", file=path,
+                              fix=fix) from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty file"
+        raise CheckpointError(f"cannot read the checkpoint: it is corrupt or truncated ({type(exc).__name__}: "
+                              f"{first[:120]})", file=path, fix=fix) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"not a modaltune checkpoint (a {type(obj).__name__}, not a dict of weights)",
+                              file=path, fix=fix)
+    return obj
+
+
 def load_weights(module: nn.Module, path: str | Path) -> dict:
     """Load a checkpoint written by :func:`save_weights` (or a Lightning one) into ``module``.
 
@@ -118,7 +158,7 @@ def load_weights(module: nn.Module, path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise InputError("checkpoint not found", file=path, fix="train the run first (modaltune train)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     sd = ckpt.get("state_dict", ckpt)
     res = module.load_state_dict(sd, strict=False)
     frozen = {n for n, p in module.named_parameters() if not p.requires_grad}

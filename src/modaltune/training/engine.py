@@ -186,6 +186,9 @@ def train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir
     if resume and not resuming:
         warn_input("--resume given but there is no checkpoint to resume from; training starts afresh",
                    file=last_ckpt)
+    if resuming:   # weights only (never unpickle objects); a corrupt file is a named error, not a traceback
+        layout.read_checkpoint(last_ckpt, fix=f"delete {last_ckpt} and train without --resume (the run restarts; "
+                                              "finished epochs are redone)")
     if not resuming:
         _clear_previous(run_dir)
     elif (run_dir / layout.CONFIG).exists():
@@ -236,7 +239,8 @@ def train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir
     with warnings.catch_warnings():
         quiet_lightning()
         trainer = _trainer(cfg, run_dir, [SeedEpochCallback(seed), selection, *(callbacks or [])])
-        trainer.fit(lit, train_dataloaders=loader, ckpt_path=str(last_ckpt) if resuming else None)
+        trainer.fit(lit, train_dataloaders=loader, ckpt_path=str(last_ckpt) if resuming else None,
+                    weights_only=True)
 
     if not (run_dir / layout.BEST).exists() and trainer.is_global_zero:   # zero epochs: keep the initial weights
         layout.save_weights(method, run_dir / layout.BEST, epoch=-1, select_metric=metric, score=float("nan"),
