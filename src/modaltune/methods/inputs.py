@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["scalar", "flag", "as_bag", "as_omics", "has_bag", "has_omics"]
+__all__ = ["scalar", "flag", "as_bag", "as_omics", "as_report_tokens", "has_bag", "has_omics", "has_report_tokens"]
 
 
 def scalar(batch: dict, key: str, default: float | int | bool) -> Tensor:
@@ -42,6 +42,12 @@ def as_omics(batch: dict, device: torch.device) -> Tensor:
     return (x.unsqueeze(0) if x.dim() == 1 else x).to(device).float()
 
 
+def as_report_tokens(batch: dict, device: torch.device) -> Tensor:
+    """The patient's report token states as [1,L,Dr]."""
+    x = batch["report_tokens"]
+    return (x.unsqueeze(0) if x.dim() == 2 else x).to(device).float()
+
+
 def has_bag(batch: dict) -> bool:
     """True when the patient has a WSI bag with at least one patch."""
     bag = batch.get("bag")
@@ -51,3 +57,9 @@ def has_bag(batch: dict) -> bool:
 def has_omics(batch: dict) -> bool:
     """True when the patient has transcriptomics."""
     return flag(batch, "has_omics", True) and batch.get("omics") is not None
+
+
+def has_report_tokens(batch: dict) -> bool:
+    """True when the patient has a report with at least one token state."""
+    tokens = batch.get("report_tokens")
+    return flag(batch, "has_report", True) and tokens is not None and tokens.shape[-2] > 0

@@ -26,13 +26,26 @@ feed-forward, LayerNorm, mean pooling of each modality's tokens, concatenation, 
 (dim -> dim/4, ReLU) before the task head. Choices left open: no residual around the attention
 (SurvPath's default), dropout 0.1.
 
+``model.tokens`` picks what meets the patches (spec ``mice.md`` (e), (f) 9): ``pathways`` (default,
+the papers' setting) or ``report``: the report's token states ``[L, Dr]`` from the frozen report
+encoder (the declared input ``report_tokens``, cached per cohort and encoder; every real token, at
+most the encoder's maximum length, so no padding mask is needed) through one ``Linear(Dr, dim)``
+in place of the pathway tokenizer, as MICE's MCAT/SurvPath baselines "substitute the genomics
+features with text features" [MICE §4.5]. The pathology side is unchanged; the method then reads
+no expression. ``mcat_report`` / ``survpath_report`` (:mod:`modaltune.methods.mice.token_baselines`)
+register this variant with MICE's protocol.
+
 Missing modalities: a patient without a slide gets one learned "missing-WSI" token in place of
-its patches; a patient without omics gets learned "missing" pathway tokens.
+its patches; a patient without omics gets learned "missing" pathway tokens; with report tokens, a
+patient without a report (or with an empty one) gets one learned "missing-report" token in place
+of the report's tokens (MICE's learned missing embedding of a single-cohort run), so MCAT's
+co-attention yields one WSI token and SurvPath's attention sees one context token.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dataclasses
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -41,12 +54,15 @@ from ...encoders.mil import GatedAttention
 from ...encoders.omics import PathwayTokenizer
 from ...errors import ConfigError
 from ...registry import METHODS
-from ..base import CohortInfo
+from ..base import CohortInfo, Declaration
 from ..disentangled.subspaces import match_gene_sets
-from ..inputs import as_bag, as_omics, has_bag, has_omics
+from ..inputs import as_bag, as_omics, as_report_tokens, has_bag, has_omics, has_report_tokens
 from .label_method import LabelMethod, cohort_pathways, merged_config
 
-__all__ = ["SurvPathAttention", "MCATMethod", "SurvPathMethod", "token_pathways"]
+__all__ = ["SurvPathAttention", "MCATMethod", "SurvPathMethod", "token_pathways", "TOKEN_SOURCES"]
+
+#: values of ``model.tokens``: what meets the patches
+TOKEN_SOURCES = ("pathways", "report")
 
 
 def token_pathways(info: CohortInfo, token_sets: list[str] | None) -> list:
@@ -74,30 +90,74 @@ def token_pathways(info: CohortInfo, token_sets: list[str] | None) -> list:
 
 
 class _TwoModalityInputs(nn.Module):
-    """Pathway tokens [1,P,dim] and projected patch tokens [1,N,dim] with learned stand-ins."""
+    """Context tokens [1,P,dim] (pathways, or the report's projected tokens) and projected patch
+    tokens [1,N,dim], with learned stand-ins for a missing modality."""
 
     def __init__(self, info: CohortInfo, dim: int, dropout: float, patch_proj: nn.Module,
-                 pathways: list | None = None):
+                 pathways: list | None = None, tokens: str = "pathways"):
         super().__init__()
-        if info.feature_dim <= 0 or info.n_genes <= 0:
-            raise ConfigError("multi-modal baselines need both patch features and transcriptomics")
-        paths = cohort_pathways(info) if pathways is None else pathways
-        self.tokenizer = PathwayTokenizer(paths, info.n_genes, dim=dim, dropout=dropout)
+        self.source = tokens
+        if tokens == "report":
+            if info.feature_dim <= 0 or info.report_dim <= 0:
+                raise ConfigError("MCAT/SurvPath with model.tokens=report need patch features and report token "
+                                  "states (declared input report_tokens; the cohort needs reports)")
+            self.report_proj = nn.Linear(info.report_dim, dim)
+            n_missing = 1
+        else:
+            if info.feature_dim <= 0 or info.n_genes <= 0:
+                raise ConfigError("multi-modal baselines need both patch features and transcriptomics")
+            paths = cohort_pathways(info) if pathways is None else pathways
+            self.tokenizer = PathwayTokenizer(paths, info.n_genes, dim=dim, dropout=dropout)
+            n_missing = self.tokenizer.n_pathways
         self.patch_proj = patch_proj
         self.missing_patch = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.missing_pathways = nn.Parameter(torch.randn(1, self.tokenizer.n_pathways, dim) * 0.02)
+        missing = nn.Parameter(torch.randn(1, n_missing, dim) * 0.02)
+        if tokens == "report":
+            self.missing_report = missing
+        else:
+            self.missing_pathways = missing
+
+    def context(self, batch: dict) -> Tensor:
+        """The context tokens [1,P,dim] of one patient (its learned stand-in when it lacks them)."""
+        dev = self.missing_patch.device
+        if self.source == "report":
+            return self.report_proj(as_report_tokens(batch, dev)) if has_report_tokens(batch) else self.missing_report
+        return self.tokenizer(as_omics(batch, dev)) if has_omics(batch) else self.missing_pathways
 
     def forward(self, batch: dict) -> tuple[Tensor, Tensor]:
-        dev = self.missing_patch.device
-        if has_omics(batch):
-            p = self.tokenizer(as_omics(batch, dev))
-        else:
-            p = self.missing_pathways
+        p = self.context(batch)
         if has_bag(batch):
-            h = self.patch_proj(as_bag(batch, dev)[0].float())
+            h = self.patch_proj(as_bag(batch, self.missing_patch.device)[0].float())
         else:
             h = self.missing_patch
         return p, h
+
+
+class _TokenSource:
+    """``model.tokens`` of MCAT and SurvPath: the context tokens and the declared inputs they need."""
+
+    @classmethod
+    def token_source(cls, cfg: Mapping[str, Any] | None) -> str:
+        """``pathways`` or ``report`` for ``cfg`` (over the method's defaults).
+
+        Raises:
+            ConfigError: an unknown source, or ``model.token_sets`` with report tokens.
+        """
+        model = {**cls.default_config()["model"], **((cfg or {}).get("model") or {})}
+        source = model.get("tokens") or "pathways"
+        if source not in TOKEN_SOURCES:
+            raise ConfigError(f"model.tokens must be one of {list(TOKEN_SOURCES)}, got {source!r}")
+        if source == "report" and model.get("token_sets") is not None:
+            raise ConfigError("model.token_sets picks gene sets as tokens; it has no meaning with model.tokens=report")
+        return source
+
+    @classmethod
+    def declare(cls, cfg: Mapping[str, Any]) -> Declaration:
+        """The declaration, with ``report_tokens`` in place of ``omics`` for report tokens."""
+        decl = super().declare(cfg)  # type: ignore[misc]
+        if cls.token_source(cfg) != "report":
+            return decl
+        return dataclasses.replace(decl, inputs=(decl.inputs - {"omics"}) | {"report_tokens"})
 
 
 def _encoder(dim: int, heads: int, ff: int, layers: int, dropout: float) -> nn.TransformerEncoder:
@@ -107,7 +167,7 @@ def _encoder(dim: int, heads: int, ff: int, layers: int, dropout: float) -> nn.T
 
 
 @METHODS.register("mcat")
-class MCATMethod(LabelMethod):
+class MCATMethod(_TokenSource, LabelMethod):
     """MCAT (Chen et al. 2021): genomic-guided co-attention + per-modality transformers,
     gated attention pooling and concatenation fusion."""
 
@@ -120,14 +180,16 @@ class MCATMethod(LabelMethod):
     def default_config(cls) -> dict[str, Any]:
         """MCAT's settings (width, heads, layers, dropout) on the shared baseline schedule."""
         return merged_config({"dim": 256, "heads": 8, "layers": 2, "ff_dim": 512, "dropout": 0.25,
-                              "token_sets": None})
+                              "token_sets": None, "tokens": "pathways"})
 
     def __init__(self, cfg: dict, info: CohortInfo):
         super().__init__(cfg, info)
         m = self.mcfg
         d, p = m["dim"], m["dropout"]
         proj = nn.Sequential(nn.Linear(info.feature_dim, d), nn.ReLU(), nn.Dropout(p))
-        self.inputs = _TwoModalityInputs(info, d, p, proj, token_pathways(info, m.get("token_sets")))
+        tokens = self.token_source(cfg)
+        paths = token_pathways(info, m.get("token_sets")) if tokens == "pathways" else None
+        self.inputs = _TwoModalityInputs(info, d, p, proj, paths, tokens)
         self.coattn = nn.MultiheadAttention(d, num_heads=1, batch_first=True)
         self.path_tf = _encoder(d, m["heads"], m["ff_dim"], m["layers"], p)
         self.omic_tf = _encoder(d, m["heads"], m["ff_dim"], m["layers"], p)
@@ -139,7 +201,7 @@ class MCATMethod(LabelMethod):
         self.head = self.make_head(d)
 
     def coattention(self, batch: dict) -> Tensor:
-        """Co-attention weights [1,P,N] of each pathway over the patches."""
+        """Co-attention weights [1,P,N] of each context token (pathway or report token) over the patches."""
         p, h = self.inputs(batch)
         return self.coattn(p, h, h, need_weights=True)[1]
 
@@ -194,7 +256,7 @@ class _FeedForward(nn.Module):
 
 
 @METHODS.register("survpath")
-class SurvPathMethod(LabelMethod):
+class SurvPathMethod(_TokenSource, LabelMethod):
     """SurvPath (Jaume et al. 2024): one sparse multimodal attention layer over pathway and patch
     tokens, mean pooling per modality, concatenation, MLP + task head."""
 
@@ -206,13 +268,14 @@ class SurvPathMethod(LabelMethod):
     @classmethod
     def default_config(cls) -> dict[str, Any]:
         """SurvPath's settings on the shared baseline schedule."""
-        return merged_config({"dim": 256, "dropout": 0.1, "omics_dropout": 0.25})
+        return merged_config({"dim": 256, "dropout": 0.1, "omics_dropout": 0.25, "tokens": "pathways"})
 
     def __init__(self, cfg: dict, info: CohortInfo):
         super().__init__(cfg, info)
         m = self.mcfg
         d, p = m["dim"], m["dropout"]
-        self.inputs = _TwoModalityInputs(info, d, m["omics_dropout"], nn.Linear(info.feature_dim, d))
+        self.inputs = _TwoModalityInputs(info, d, m["omics_dropout"], nn.Linear(info.feature_dim, d),
+                                         tokens=self.token_source(cfg))
         inner = d // 2
         self.attn = SurvPathAttention(d, inner, p)
         self.ff = _FeedForward(inner, p)
