@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from modaltune.benchmark.cells import Unit, parse_methods, units
+from modaltune.benchmark.cells import Unit, cell_dir, parse_methods, units
 from modaltune.benchmark.runner import Benchmark
 from modaltune.errors import ConfigError
-from modaltune.methods.base import LossOutput, Method
+from modaltune.methods.base import LossOutput, Method, Stage
 from modaltune.methods.losses import nll_survival_loss, survival_risk
 from modaltune.pipeline import resolve_site_names
 from modaltune.registry import METHODS
@@ -26,6 +26,11 @@ class _Toy(Method):
     family = "Toy family"
     family_order = 7
     display_name = "Toy"
+    variants = {"x3": ("scale 3", {"model": {"scale": 3.0}})}
+
+    @classmethod
+    def default_config(cls):
+        return {"model": {"scale": 1.0}}
 
     def __init__(self, cfg, info):
         super().__init__(cfg, info)
@@ -137,3 +142,43 @@ def test_tasks_restrict_single_task_methods(small_cohort, tmp_path):
                                                                                                     "survival"]
     with pytest.raises(ConfigError, match="unknown task"):
         Benchmark(small_cohort.root, ["abmil"], out=tmp_path / "d", ood=False, tasks=["grade"])
+
+
+def test_named_variants_are_ablation_rows_with_their_own_runs(small_cohort, tmp_path):
+    plain, variant = parse_methods([TOY, f"{TOY}:x3"])
+    assert (variant.label, variant.overrides, variant.slug) == ("Toy (scale 3)", {"model": {"scale": 3.0}},
+                                                                f"{TOY}_x3")
+    with pytest.raises(ConfigError, match=r"no variant 'x4'.*:pan, :x3"):
+        parse_methods([f"{TOY}:x4"])
+    # an earlier stage of a variant's chain never shares the plain method's directory
+    teacher = Stage("teacher", method="other_method")
+    unit = Unit(0, 0)
+    assert cell_dir(tmp_path, plain, teacher, "S", unit, None, False, False).parts[-4] == "other_method"
+    assert cell_dir(tmp_path, variant, teacher, "S", unit, None, False, False).parts[-4] == f"{TOY}_x3@teacher"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bench = Benchmark(small_cohort.root, [TOY, f"{TOY}:x3"], sites=["BRCA"], seeds=[0], out=tmp_path / "b",
+                          overrides=["train.epochs=1", "train.progress_bar=false"], ood=False)
+        bench.run_in_domain()
+        md = bench.write()["markdown"].read_text()
+    res = pd.read_csv(tmp_path / "b" / "results.csv")
+    assert set(res["method"]) == {"Toy", "Toy (scale 3)"} and "| Toy (scale 3) |" in md
+    import yaml
+    scales = {m: yaml.safe_load(open(f"{g['run_dir'].iloc[0]}/config.yaml"))["model"]["scale"]
+              for m, g in res.groupby("method")}
+    assert scales == {"Toy": 1.0, "Toy (scale 3)": 3.0}
+
+
+def test_disentangled_ablations_are_variants_of_teacher_and_distilled_student(small_cohort, tmp_path):
+    bench = Benchmark(small_cohort.root, ["dmsf_teacher:cgc_only", "dmsf_distill:hvg10", "dmsf_distill"],
+                      sites=["BRCA"], seeds=[0], folds=3, out=tmp_path / "b", ood=False)
+    cgc, hvg, plain = bench.specs
+    [teacher] = bench.plan(cgc, bench.units[0], "subtype", ["BRCA"])
+    assert teacher.cfg["model"]["dev_weight"] == 0.0 and teacher.cfg["model"]["cgc"] is True
+    assert cgc.label == "DMSF teacher (CGC only)"
+    runs, plain_runs = (bench.plan(s, bench.units[0], "subtype", ["BRCA"]) for s in (hvg, plain))
+    assert [r.cfg["model"]["hvg_fraction"] for r in runs] == [0.1, 0.1, 0.1]
+    assert [r.run_dir.parts[-4] for r in runs] == ["dmsf_distill_hvg10@teacher", "dmsf_distill_hvg10@student",
+                                                   "dmsf_distill_hvg10"]
+    # the plain distilled student reuses the stand-alone teacher and student runs
+    assert [r.run_dir.parts[-4] for r in plain_runs] == ["dmsf_teacher", "dmsf_student", "dmsf_distill"]

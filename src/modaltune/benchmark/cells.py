@@ -1,8 +1,10 @@
 """The cells of a benchmark: which method, which evaluation unit (fold and seed), which task.
 
-A *method spec* is a registered name (``abmil``) or ``name:pan`` for one model pooled over every
+A *method spec* is a registered name (``abmil``), ``name:pan`` for one model pooled over every
 site (``modaltune:pan`` is the paper's "ModalTune Pan-Cancer"; site-aware label heads make it valid
-for label-trained methods too). A *unit* is one (fold, seed): with ``--folds K`` every fold of a
+for label-trained methods too), or ``name:variant`` for one of the method's named ablations
+(:attr:`Method.variants`, e.g. ``dmsf_teacher:no_cgc``): its config overrides apply to every stage
+of the cell, whose runs then get directories of their own (never shared with the plain method). A *unit* is one (fold, seed): with ``--folds K`` every fold of a
 k-fold split (one split seed for all folds, so folds pair across methods) times every seed; without
 folds, the seed's holdout split. A *task* is one value of ``model.task`` for methods trained one task
 per run (``Method.task_runs``), or one multi-task run.
@@ -30,11 +32,17 @@ TASK_METRICS = {"subtype": ("balanced_accuracy", "auc", "accuracy", "sensitivity
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method of a benchmark (``name`` or ``name:pan``)."""
+    """One method of a benchmark (``name``, ``name:pan`` or ``name:variant``)."""
 
     spec: str
     name: str
     pan: bool
+    variant: str | None = None
+
+    @property
+    def overrides(self) -> dict:
+        """The variant's config overrides (empty for the plain method)."""
+        return dict(self.cls.variants[self.variant][1]) if self.variant else {}
 
     @property
     def cls(self) -> type[Method]:
@@ -49,6 +57,8 @@ class MethodSpec:
     @property
     def label(self) -> str:
         """Row name in the tables."""
+        if self.variant:
+            return f"{self.cls.label()} ({self.cls.variants[self.variant][0]})"
         return f"{self.cls.label()} pan-cancer" if self.pan else self.cls.label()
 
     @property
@@ -78,12 +88,13 @@ def parse_methods(methods: list[str]) -> list[MethodSpec]:
     specs = []
     for m in methods:
         name, _, flag = m.partition(":")
-        if flag not in ("", "pan"):
-            raise ConfigError(f"method spec '{m}': only the ':pan' suffix is understood")
-        spec = MethodSpec(m, name, flag == "pan")
         if name not in METHODS:
             METHODS.get(name)   # raises the ConfigError listing known methods
-        specs.append(spec)
+        variants = METHODS.get(name).variants
+        if flag not in ("", "pan") and flag not in variants:
+            known = ", ".join([":pan", *(f":{v}" for v in variants)])
+            raise ConfigError(f"method spec '{m}': '{name}' has no variant '{flag}'; known suffixes: {known}")
+        specs.append(MethodSpec(m, name, flag == "pan", flag if flag not in ("", "pan") else None))
     return specs
 
 
@@ -128,11 +139,12 @@ def cell_dir(out: Path, spec: MethodSpec, stage: Stage, where: str, unit: Unit, 
 
     The last stage's runs are the spec's own (``runs/<spec>/<where>/<unit>/<task>``). An earlier
     stage without settings of its own is exactly the stage method's stand-alone run, so it shares
-    that method's directory (trained once); with settings of its own it gets ``<spec>@<stage>``.
+    that method's directory (trained once); with settings of its own, or in a variant's cell, it gets
+    ``<spec>@<stage>``.
     """
     if final:
         top = spec.slug
-    elif own_settings or stage.method == spec.name:
+    elif own_settings or stage.method == spec.name or spec.variant:
         top = f"{spec.slug}@{stage.name}"
     else:
         top = stage.method

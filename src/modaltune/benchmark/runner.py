@@ -32,6 +32,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..chains import PlannedRun, Resolver, plan_chain, run_chain
+from ..config import deep_merge
 from ..data.cohort import Cohort
 from ..data.dataset import MODALITIES
 from ..errors import ConfigError
@@ -120,9 +121,10 @@ class Benchmark:
 
     # ---------------------------------------------------------------- cells
     def _resolver(self, spec: MethodSpec, unit: Unit, task: str | None, sites: list[str]) -> Resolver:
-        extra: dict = {"data": {"sites": list(sites), "pan_cancer": spec.pan, **unit.data(self.folds, self.split_seed)}}
+        extra: dict = deep_merge(spec.overrides, {"data": {"sites": list(sites), "pan_cancer": spec.pan,
+                                                           **unit.data(self.folds, self.split_seed)}}, strict=False)
         if task is not None:
-            extra["model"] = {"task": task}
+            extra = deep_merge(extra, {"model": {"task": task}}, strict=False)
         return Resolver(self.config, self.overrides + [f"seed={unit.seed}"], extra)
 
     def tasks_of(self, spec: MethodSpec) -> list[str | None]:

@@ -18,7 +18,9 @@ A method is an ``nn.Module`` that *declares* what it needs and how it is judged,
   default) is one run.
 
 ``family``, ``display_name`` and ``family_order`` place a method in benchmark tables, so a new
-family needs no edit in the benchmark code.
+family needs no edit in the benchmark code. ``variants`` names the method's ablations (config
+overrides with a table label), so ``modaltune benchmark --methods dmsf_teacher,dmsf_teacher:no_cgc``
+runs a paper's ablation table in one command.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class Method(nn.Module):
     family: ClassVar[str] = "other"
     family_order: ClassVar[int] = 100
     display_name: ClassVar[str] = ""
+    #: named ablations: variant -> (table label, config overrides merged over the resolved config)
+    variants: ClassVar[dict[str, tuple[str, dict]]] = {}
 
     def __init__(self, cfg: dict, info: CohortInfo, frozen: Mapping[str, nn.Module] | None = None):
         super().__init__()

@@ -38,7 +38,7 @@ from ..base import CohortInfo, GradientContext, Method
 from ..losses import nll_survival_loss, survival_risk
 from .losses import class_confidence, coordinate_rows, partial_logits, survival_confidence
 
-__all__ = ["EXPERTS", "BAG_KEY", "TASKS", "COMBINE", "dmsf_model_defaults", "stage_train", "choose_10x",
+__all__ = ["DMSF_VARIANTS", "EXPERTS", "BAG_KEY", "TASKS", "COMBINE", "dmsf_model_defaults", "stage_train", "choose_10x",
            "DMSFBase"]
 
 EXPERTS = ("m20", "m10")
@@ -61,6 +61,18 @@ def dmsf_model_defaults() -> dict[str, Any]:
         # student / distillation
         "ita_k": 5, "ita_variant": "code", "temperature": 2.0,
     }
+
+
+#: the paper's ablations (Table III: gradient coordination; Table IV: which genes), as named
+#: variants of the teacher and the distilled student (``dmsf_teacher:no_cgc``); the plain method is
+#: CGC + IGC on 30 % highly variable genes (the tables' "both" and "30 % HVG" rows)
+DMSF_VARIANTS: dict[str, tuple[str, dict]] = {
+    "none": ("no CGC, no IGC", {"model": {"cgc": False, "dev_weight": 0.0}}),
+    "cgc_only": ("CGC only", {"model": {"dev_weight": 0.0}}),
+    "igc_only": ("IGC only", {"model": {"cgc": False}}),
+    **{f"hvg{p}": (f"{p} % HVG", {"model": {"hvg_fraction": p / 100}}) for p in (10, 50, 80)},
+    "random_genes": ("random 30 % genes", {"model": {"hvg_random": True}}),
+}
 
 
 def stage_train(lr: float, batch_size: int, **extra: Any) -> dict[str, Any]:

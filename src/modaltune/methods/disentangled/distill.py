@@ -38,7 +38,7 @@ from torch import Tensor
 from ...errors import ConfigError
 from ...registry import METHODS
 from ..base import CohortInfo, LossOutput, Stage
-from .common import EXPERTS, dmsf_model_defaults, stage_train
+from .common import DMSF_VARIANTS, EXPERTS, dmsf_model_defaults, stage_train
 from .losses import kd_kl_loss
 from .student import DMSFStudent
 from .teacher import DMSFTeacher
@@ -52,6 +52,7 @@ class DMSFDistill(DMSFStudent):
 
     requires = frozenset({"bag", "bag_secondary", "fixed_bags", "omics"})   # omics feed the teacher only
     display_name = "DMSF distilled"
+    variants = DMSF_VARIANTS
     loss_terms = ("task", "kd", "feat")
 
     @classmethod

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ...registry import METHODS
 from ..base import CohortInfo, Declaration, GradientContext, LossOutput
-from .common import EXPERTS, DMSFBase, dmsf_model_defaults, stage_train
+from .common import DMSF_VARIANTS, EXPERTS, DMSFBase, dmsf_model_defaults, stage_train
 from .losses import CGC_MODES, DEV_FORMS, dev_loss
 from .snn import MaxNet
 from .subspaces import SUBSPACES, teacher_genes
@@ -134,6 +134,7 @@ class DMSFTeacher(DMSFBase):
 
     requires = frozenset({"bag", "bag_secondary", "fixed_bags", "omics"})
     display_name = "DMSF teacher"
+    variants = DMSF_VARIANTS
     loss_terms = ("task", "dev")
 
     @classmethod
