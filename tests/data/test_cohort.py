@@ -149,9 +149,55 @@ def test_gene_sets_filtering(raw):
     assert dropped["genes"]["items"] == ["ABSENT1", "ABSENT2"]
     assert dropped["pathways"]["items"] == ["PW_SMALL"]
     assert list(c.pathways) == ["PW_A", "PW_B"]
-    assert c.genes == GENES[:9]  # only genes of kept pathways, expression order
+    assert c.genes == GENES  # every gene kept (also those in no gene set), expression order
     assert [c.genes[i] for i in c.pathways["PW_B"]] == GENES[4:9]
     assert list(c.expression.columns) == c.genes
+    assert c.summary["expression"]["n_genes_in_no_gene_set"] == 3       # G9, G10, G11 (PW_SMALL dropped)
+    assert "3 genes in no gene set" in (c.root / "summary.txt").read_text()
+
+
+def test_no_survival_says_why_and_what_to_fix(raw, tmp_path):
+    rows = [clinical_row(CASES[0], vital="Dead", death=-40, follow=None),        # negative time
+            clinical_row(CASES[1], vital="Not Reported", death=None, follow=200),  # unknown vital status
+            clinical_row(CASES[2], vital="Dead", death=None, follow=200),          # death time missing
+            clinical_row(CASES[3], vital="Alive", death=None, follow=300)]
+    clin = write_clinical(tmp_path / "clin.tsv", rows)
+    with pytest.warns(InputWarning, match="no usable survival") as rec:
+        prepare_cohort(tmp_path / "c", clinical=clin)
+    msg = next(str(w.message) for w in rec if "no usable survival" in str(w.message))
+    assert f"negative survival time (-1.3 months; a time before diagnosis is a data error): {CASES[0]}" in msg
+    assert "vital status missing or not Alive/Dead (e.g. 'Not Reported'" in msg and CASES[1] in msg
+    assert f"Dead but days_to_death missing: {CASES[2]}" in msg and CASES[3] not in msg
+    assert str(clin) in msg and "fix: fill vital_status" in msg
+
+
+def test_slides_without_coords_are_named(raw, write_slide):
+    write_slide(raw["features"] / f"{CASES[1]}-01Z-00-DX1.h5", n=4, coords=False)
+    with pytest.warns(InputWarning, match="no 'coords' dataset") as rec:
+        prepare_cohort(raw["root"] / "c3", clinical=raw["clinical"], features=raw["features"])
+    msg = next(str(w.message) for w in rec if "no 'coords'" in str(w.message))
+    assert f"{CASES[1]}-01Z-00-DX1" in msg and "grid is made up" in msg and f"case: {CASES[1]}" in msg
+    assert "fix: re-extract" in msg
+
+
+def test_unlogged_expression_is_warned_with_the_transform(raw):
+    path = raw["expression"]
+    df = pd.read_csv(path, sep="\t", index_col=0)
+    (2.0 ** (df.abs() * 4 + 4)).to_csv(path, sep="\t")          # linear scale: values in the hundreds
+    with pytest.warns(InputWarning, match="looks unlogged") as rec:
+        prepare_cohort(raw["root"] / "cohort", features=raw["features"], clinical=raw["clinical"],
+                       expression=path)
+    msgs = [str(w.message) for w in rec if "looks unlogged" in str(w.message)]
+    assert msgs, [str(w.message) for w in rec]
+    assert "log2(x + 1)" in msgs[0] and str(path) in msgs[0]
+
+
+def test_log_scale_expression_is_not_warned(raw):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        prepare_cohort(raw["root"] / "cohort", features=raw["features"], clinical=raw["clinical"],
+                       expression=raw["expression"])
+    assert not [w for w in rec if "looks unlogged" in str(w.message)]
 
 
 def test_all_genes_without_gmt(raw):
@@ -166,7 +212,7 @@ def test_files_written_and_load(raw):
                  "grouping.yaml"):
         assert (root / name).exists(), name
     meta = json.loads((root / "cohort.json").read_text())
-    assert meta["feature_dim"] == DIM and meta["n_genes"] == 9 and meta["n_pathways"] == 2
+    assert meta["feature_dim"] == DIM and meta["n_genes"] == 12 and meta["n_pathways"] == 2
     assert meta["ood_sites"] == ["BRCA"] and meta["sites"] == ["BRCA"]
     again = Cohort.load(root)
     assert again.manifest["ood"].all() and again.ood_sites == ["BRCA"]

@@ -10,8 +10,8 @@ defined here, next to its reader::
                             besides OS (pfs, dss, dfs, dmfs, lrfs); survival_months/event/has_survival
                             are OS
       expression.csv.gz     cases x genes (expression.parquet instead when pyarrow is installed);
-                            only rows of cases with omics, only genes used by a kept pathway
-                            (all genes when no GMT is given)
+                            only rows of cases with omics; every gene of the matrix (also
+                            those in no gene set: genome-wide methods read them)
       gene_sets.json        {"genes": [...], "pathways": {name: [indices into genes]}}
       reports.csv           case_id,text (when reports are given)
       summary.json/.txt     counts per site / class / modality, events and censoring, every dropped

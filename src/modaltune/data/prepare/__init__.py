@@ -38,6 +38,10 @@ Rules (no silent loss):
 * Genes of the GMT absent from the expression matrix are dropped and listed; pathways left with
   fewer than ``min_genes_per_pathway`` genes (default 3: one or two genes make a meaningless
   pathway token) are dropped and listed. No pathway left is an error (usually a gene-id mismatch).
+  Every expression gene is kept, also those in no gene set (genome-wide methods read all genes,
+  pathway methods the genes their gene sets index); the summary counts the genes no set covers.
+  Expression that looks linear-scale (maximum above 100, or a heavy right skew) is warned about
+  with the transform to apply (log2(x + 1)).
 * Feature files: all must be readable (error naming the file), non-empty (error naming the file)
   and of one width per magnification (error naming the odd files and the widths). With
   ``check_values=True`` each file is read once to find NaN/inf (error naming the file) and

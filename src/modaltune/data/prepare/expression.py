@@ -1,11 +1,13 @@
 """Omics and text inputs of a cohort: expression, gene sets, reports, and the OOD site list.
 
 Expression is aligned on the clinical patients: samples of cases not in the clinical table are
-dropped and listed. Only genes that some kept pathway uses are kept (all genes without a GMT), in
-the expression file's order, because the omics encoders consume pathway tokens; a GMT gene absent
-from the matrix is dropped and listed, and a pathway left with fewer than ``min_genes_per_pathway``
-genes is dropped too (one or two genes make a meaningless token). No pathway left is an error: it
-nearly always means the GMT and the matrix use different gene identifiers.
+dropped and listed. Every gene of the matrix is kept, in the expression file's order: genome-wide
+methods (MLP, SNN, MICE's genomics encoder) read all of them, and pathway methods read the genes
+that the gene sets index (``gene_sets.json``); the summary says how many genes no gene set covers.
+A GMT gene absent from the matrix is dropped and listed, and a pathway left with fewer than
+``min_genes_per_pathway`` genes is dropped too (one or two genes make a meaningless token). No
+pathway left is an error: it nearly always means the GMT and the matrix use different gene
+identifiers. Values that look linear-scale (unlogged) are warned about with the transform to apply.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ...errors import InputError
+from ...errors import InputError, warn_input
 from ..formats import read_expression, read_gmt, read_reports
 from ..formats.ids import names
 from .log import IngestLog
@@ -51,12 +53,35 @@ def load_expression(path: Path, orientation: str, known: set[str], log: IngestLo
         raise InputError(f"expression matrix has NaN/inf values for {len(cases)} case(s) and {len(genes)} gene(s); "
                          f"genes: {names(genes)}", file=path, case=names(cases),
                          fix="impute the missing values or remove those genes from the matrix")
+    check_log_scale(values, path)
     extra = [c for c in expr.index if c not in known]
     log.unmatch("expression cases", extra, "case not in the clinical table; dropped", file=path,
                 fix="add the patient to the clinical table (a patient needs a site), or ignore")
     expr = expr.loc[[c for c in expr.index if c in known]]
     info["n_cases_kept"] = int(len(expr))
     return expr, info
+
+
+#: Above this, expression values are taken to be on a linear scale (log2(TPM + 1) stays below ~20).
+UNLOGGED_MAX = 100.0
+
+
+def check_log_scale(values: np.ndarray, path: Path) -> str | None:
+    """Warn when expression looks linear-scale (unlogged): a maximum above :data:`UNLOGGED_MAX`, or
+    non-negative values with a heavy right skew (sample skewness above 10). Returns the message."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size < 3:
+        return None
+    vmax, sd = float(v.max()), float(v.std())
+    skew = float(np.mean(((v - v.mean()) / sd) ** 3)) if sd > 0 else 0.0
+    if vmax <= UNLOGGED_MAX and not (v.min() >= 0 and skew > 10):
+        return None
+    why = f"values up to {vmax:.4g}" if vmax > UNLOGGED_MAX else f"a heavy right skew (skewness {skew:.1f})"
+    return warn_input(f"the expression looks unlogged ({why}; median {float(np.median(v)):.4g}): linear-scale "
+                      "counts, TPM or FPKM make a few genes dominate the standardised omics vector", file=path,
+                      fix="log-transform the matrix before preparing, e.g. log2(x + 1) for TPM/FPKM/counts "
+                          "(ignore if the values are already on a log scale)", stacklevel=3)
 
 
 def _jsonable_attr(v):
@@ -72,7 +97,11 @@ def _jsonable_attr(v):
 
 
 def select_genes(expr_genes: list[str], gene_sets, min_genes: int, log: IngestLog) -> tuple[list[str], dict]:
-    """Genes used by kept pathways (expression column order) and pathway -> gene indices."""
+    """Every gene of the matrix (expression column order) and pathway -> indices into those genes.
+
+    No gene is dropped for being in no gene set: genome-wide methods read all genes, pathway methods
+    read the genes the pathways index.
+    """
     if gene_sets is None:
         return list(expr_genes), {}
     gmt = read_gmt(gene_sets)
@@ -94,8 +123,7 @@ def select_genes(expr_genes: list[str], gene_sets, min_genes: int, log: IngestLo
         raise InputError(f"no pathway keeps {min_genes} or more genes of the expression matrix", file=gene_sets,
                          fix="check that the GMT and the expression matrix use the same gene identifiers "
                              "(symbols vs Ensembl ids)")
-    used = {g for gs in kept.values() for g in gs}
-    genes = [g for g in expr_genes if g in used]
+    genes = list(expr_genes)
     index = {g: i for i, g in enumerate(genes)}
     return genes, {name: [index[g] for g in gs] for name, gs in kept.items()}
 

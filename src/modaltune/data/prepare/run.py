@@ -122,6 +122,9 @@ def _prepare(out: Path, log: IngestLog, caught: list, features, features_seconda
         expr, expr_info = load_expression(Path(expression), expression_orientation, known_cases, log)
         genes, pathways = select_genes(list(expr.columns), gene_sets, int(min_genes_per_pathway), log)
         expr = expr.loc[:, genes].astype(np.float32)
+        if pathways:
+            covered = {int(i) for idx in pathways.values() for i in idx}
+            expr_info["n_genes_in_no_gene_set"] = len(genes) - len(covered)
     elif gene_sets is not None:
         log.warn("gene sets given without an expression matrix; they are ignored", file=gene_sets,
                  fix="pass `expression` too, or drop `gene_sets`")

@@ -152,8 +152,11 @@ def format_summary(summary: dict) -> str:
                             if f["slides_without_coords"] else ""))
     if summary.get("expression"):
         e = summary["expression"]
-        lines.append(f"expression: {e.get('n_cases_kept', 0)} cases, {e['n_genes']} genes kept, "
-                     f"{e['n_pathways']} pathways")
+        outside = e.get("n_genes_in_no_gene_set")
+        lines.append(f"expression: {e.get('n_cases_kept', 0)} cases, {e['n_genes']} genes kept (all), "
+                     f"{e['n_pathways']} pathways"
+                     + (f"; {outside} genes in no gene set (read by genome-wide methods such as MLP and SNN, "
+                        "not by pathway tokens)" if outside is not None else ""))
     lines += _format_items("dropped", summary["dropped"])
     lines += _format_items("unmatched", summary["unmatched"])
     lines += _format_items("kept but incomplete", summary.get("notes", []))
