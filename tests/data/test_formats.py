@@ -283,6 +283,19 @@ def test_read_expression_same_code_uses_file_order(tmp_path):
     assert expr.loc["TCGA-A1-0001"].tolist() == [1.0, 3.0]
 
 
+def test_read_expression_duplicated_sample_column_says_which_is_kept(tmp_path):
+    p = tmp_path / "e.tsv"
+    p.write_text("sample\tTCGA-A1-0001-01\tTCGA-A1-0002-01\tTCGA-A1-0001-01\n"
+                 "G1\t1.0\t2.0\t9.0\nG2\t3.0\t4.0\t9.0\n")
+    with pytest.warns(InputWarning, match="appear more than once") as rec:
+        expr = read_expression(p)
+    msg = next(str(w.message) for w in rec if "more than once" in str(w.message))
+    assert "first occurrence in file order is kept" in msg and "positions 1, 3" in msg
+    assert str(p) in msg and "case: TCGA-A1-0001" in msg and "fix:" in msg
+    assert expr.loc["TCGA-A1-0001"].tolist() == [1.0, 3.0]
+    assert not [w for w in rec if "several expression samples" in str(w.message)]
+
+
 def test_read_expression_samples_x_genes_and_duplicate_genes(tmp_path):
     df = pd.DataFrame([[1.0, 2.0, 4.0], [3.0, 5.0, 7.0]], index=["TCGA-A1-0001-01", "TCGA-A1-0002-01"],
                       columns=["G1", "G2", "G2"])

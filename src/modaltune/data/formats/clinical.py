@@ -201,13 +201,19 @@ def read_clinical(path: str | Path, columns: Mapping[str, str] | None = None) ->
         slide_case = {s: c for s, c in zip(out["slide_id"], out["case_id"])
                       if isinstance(s, str) and isinstance(c, str)}
     out = _collapse_cases(out, path)
-    out = _survival(out)
+    out, why = _survival(out)
     no_surv = out.loc[out["survival_months"].isna() & out["case_id"].notna(), "case_id"].tolist()
     if no_surv:
+        by_reason: dict[str, list[str]] = {}
+        for case in no_surv:
+            by_reason.setdefault(why.get(case, "no survival time or event"), []).append(case)
+        reasons = "; ".join(f"{reason}: {names(cases)}" for reason, cases in by_reason.items())
         warn_input(f"{len(no_surv)} of {int(out['case_id'].notna().sum())} patient(s) have no usable survival "
-                   f"(kept with survival NaN): {names(no_surv)}", file=path,
-                   fix="fill vital_status and days_to_death/days_to_last_follow_up (or survival_months and "
-                       "censorship) if survival analyses should use them")
+                   f"(kept with survival NaN, left out of survival training and the C-index): {reasons}",
+                   file=path, case=no_surv[0],
+                   fix="fill vital_status (Alive/Dead) and days_to_death (Dead) or days_to_last_follow_up "
+                       "(Alive), or survival_months and censorship, with non-negative times; ignore if these "
+                       "patients truly have no follow-up")
     out, endpoints, no_endpoint = finish_endpoints(out, path, DAYS_PER_MONTH, unrecognised)
     cols = ["case_id", *(["slide_id"] if "slide_id" in out else []), *CLINICAL_COLUMNS[1:],
             *[f"{ep}_{part}" for ep in endpoints for part in ("months", "event")],
@@ -250,6 +256,26 @@ def _survival(df: pd.DataFrame) -> pd.DataFrame:
     months = months.astype(float)
     event = event.astype(float)
     ok = months.notna() & (months >= 0) & event.isin((0.0, 1.0))
+    why = {}
+    given_time = "survival_months" in df or "os_days" in df
+    for i in np.flatnonzero(~ok.to_numpy()):
+        case, m, e = df["case_id"].iloc[i], months.iloc[i], event.iloc[i]
+        if not isinstance(case, str):
+            continue
+        if pd.notna(m) and m < 0:
+            why[case] = f"negative survival time ({m:.1f} months; a time before diagnosis is a data error)"
+        elif not event.iloc[i:i + 1].isin((0.0, 1.0)).all():
+            if "event" in df or "censorship" in df:
+                why[case] = "event/censorship missing or not 0/1"
+            else:
+                why[case] = ("vital status missing or not Alive/Dead (e.g. 'Not Reported', 'Unknown': "
+                             "alive or dead is not known, so neither an event nor a censoring time exists)")
+        elif given_time:
+            why[case] = "survival time missing"
+        elif e == 1:
+            why[case] = "Dead but days_to_death missing"
+        else:
+            why[case] = "Alive but days_to_last_follow_up missing"
     df["survival_months"] = months.where(ok)
     df["event"] = event.where(ok)
-    return df
+    return df, why

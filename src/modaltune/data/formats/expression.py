@@ -51,8 +51,22 @@ def _orientation(df: pd.DataFrame, first_header: str, path: Path) -> str:
 
 def _choose_samples(samples: list[str], path: Path) -> tuple[list[int], dict[str, str], dict[str, list[str]]]:
     """Row positions kept (one per case) by the documented rule; choices for cases with several samples."""
+    seen: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        seen.setdefault(s, []).append(i)
+    repeated = {s: rows for s, rows in seen.items() if len(rows) > 1}
+    if repeated:
+        listing = "; ".join(f"{s} at positions {', '.join(str(r + 1) for r in rows)}"
+                            for s, rows in list(repeated.items())[:MAX_NAMED])
+        first = next(iter(repeated))
+        warn_input(f"{len(repeated)} sample id(s) appear more than once in the expression matrix (a copied "
+                   f"column?); the first occurrence in file order is kept, because identical ids cannot be told "
+                   f"apart by sample type: {listing}", file=path, case=tcga_case_id(first),
+                   fix="remove or rename the duplicated sample columns (rows in a samples x genes file)")
     by_case: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
+        if i != seen[s][0]:
+            continue
         by_case.setdefault(tcga_case_id(s), []).append(i)
     keep, chosen, dropped = [], {}, {}
     for case, rows in by_case.items():

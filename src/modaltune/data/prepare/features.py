@@ -24,7 +24,7 @@ import numpy as np
 
 from ...errors import InputError
 from ..formats import feature_shape, list_feature_files, read_features, read_slide_case_table, tcga_case_id
-from ..formats.ids import MAX_NAMED
+from ..formats.ids import MAX_NAMED, names
 from .log import IngestLog
 
 __all__ = ["FeatureSet", "ValidationCache", "scan_features", "map_slides_to_cases", "match_secondary"]
@@ -175,6 +175,20 @@ def map_slides_to_cases(slides: FeatureSet, slide_case_table, clin_slide_map: di
         slides.paths.pop(sid)
         slides.n_patches.pop(sid)
     slides.no_coords = [s for s in slides.no_coords if s in slides.paths]
+    warn_no_coords(slides, log, "primary")
+
+
+def warn_no_coords(slides: FeatureSet, log: IngestLog, role: str) -> None:
+    """Name the slides whose feature file has no ``coords``: their grid coordinates are made up."""
+    if not slides.no_coords:
+        return
+    first = slides.no_coords[0]
+    log.warn(f"{len(slides.no_coords)} {role} feature file(s) have no 'coords' dataset, so their patch "
+             f"positions are unknown and a row-major grid is made up for them (methods that use positions, "
+             f"e.g. TransMIL's PPEG or the slide encoders' position encodings, then see a made-up layout): "
+             f"slides {names(slides.no_coords)}", file=slides.paths[first],
+             case=slides.case_of.get(first),
+             fix="re-extract these slides with TRIDENT or CLAM, which store 'coords' next to 'features'")
 
 
 def match_secondary(prim: FeatureSet | None, sec: FeatureSet, log: IngestLog) -> None:
@@ -188,6 +202,7 @@ def match_secondary(prim: FeatureSet | None, sec: FeatureSet, log: IngestLog) ->
         sec.n_patches.pop(sid)
     sec.no_coords = [s for s in sec.no_coords if s in sec.paths]
     sec.case_of = {s: prim.case_of[s] for s in sec.paths} if prim is not None else {}
+    warn_no_coords(sec, log, "secondary")
     missing = [s for s in prim_ids if s not in sec.paths]
     log.unmatch("primary slides", missing, "no secondary-magnification file (kept; has_wsi_secondary may be False)",
                 file=sec.directory, warn=bool(missing))
