@@ -118,15 +118,17 @@ def test_markdown_table_marks_best_and_second():
     cells = _md_cells(md, SITES + ["Overall"])
     assert set(cells) == {"a", "b", "c", "d", "e"}
     # S1: b and c share the best (0.900), d is second (0.800)
-    assert cells["b"]["S1"] == "**0.900 ± 0.000**" and cells["c"]["S1"] == "**0.900 ± 0.000**"
-    assert cells["d"]["S1"] == "<u>0.800 ± 0.000</u>"
-    assert cells["a"]["S1"] == "0.700 ± 0.000" and cells["e"]["S1"] == "0.500 ± 0.000"
+    # one unit per cell: the value alone (n = 1), never "± 0.000"
+    assert cells["b"]["S1"] == "**0.900**" and cells["c"]["S1"] == "**0.900**"
+    assert cells["d"]["S1"] == "<u>0.800</u>"
+    assert cells["a"]["S1"] == "0.700" and cells["e"]["S1"] == "0.500"
+    assert "± 0.000" not in md and "n = 1" in md
     # S2: c and d share the best (0.800), e is second (0.700); a and b plain
     assert cells["c"]["S2"].startswith("**") and cells["d"]["S2"].startswith("**")
-    assert cells["e"]["S2"] == "<u>0.700 ± 0.000</u>"
-    assert cells["a"]["S2"] == "0.600 ± 0.000" and cells["b"]["S2"] == "0.500 ± 0.000"
+    assert cells["e"]["S2"] == "<u>0.700</u>"
+    assert cells["a"]["S2"] == "0.600" and cells["b"]["S2"] == "0.500"
     # Overall: c 0.850 best, d 0.800 second; b 0.700 and a 0.650 plain
-    assert cells["c"]["Overall"] == "**0.850 ± 0.000**" and cells["d"]["Overall"] == "<u>0.800 ± 0.000</u>"
+    assert cells["c"]["Overall"] == "**0.850**" and cells["d"]["Overall"] == "<u>0.800</u>"
     assert "**" not in cells["b"]["Overall"] and "<u>" not in cells["a"]["Overall"]
     # every column has a best and a second mark
     for col in SITES + ["Overall"]:
@@ -139,8 +141,8 @@ def test_markdown_ties_use_the_printed_value():
     results = _results({("WSI", "a"): {"S1": [0.6125]}, ("WSI", "b"): {"S1": [0.613]},
                         ("WSI", "c"): {"S1": [0.5]}}, metric="balanced_accuracy")
     cells = _md_cells(markdown_table(summarise(results, "balanced_accuracy"), ["S1"], "t"), ["S1", "Overall"])
-    assert cells["a"]["S1"] == cells["b"]["S1"] == "**0.613 ± 0.000**"
-    assert cells["c"]["S1"] == "<u>0.500 ± 0.000</u>"
+    assert cells["a"]["S1"] == cells["b"]["S1"] == "**0.613**"
+    assert cells["c"]["S1"] == "<u>0.500</u>"
 
 
 def test_markdown_table_family_shown_once_and_nan_unmarked():
@@ -153,7 +155,7 @@ def test_markdown_table_family_shown_once_and_nan_unmarked():
     assert rows[0].startswith("| WSI | a |") and rows[1].startswith("|  | b |")
     cells = _md_cells(md, SITES + ["Overall"])
     assert cells["a"]["S1"].startswith("**") and cells["b"]["S1"].startswith("<u>")
-    assert cells["a"]["S2"] == "n/a" and cells["b"]["S2"] == "**0.500 ± 0.000**"
+    assert cells["a"]["S2"] == "n/a" and cells["b"]["S2"] == "**0.500**"
 
 
 def test_write_tables_writes_markdown_csv_json(tmp_path):

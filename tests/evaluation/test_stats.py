@@ -35,6 +35,7 @@ def test_mean_std():
     assert all(math.isnan(v) for v in mean_std([]))
     assert format_mean_std([0.8, 0.9]) == "0.850 ± 0.071"
     assert format_mean_std([float("nan")]) == "n/a"
+    assert format_mean_std([0.8, float("nan")]) == "0.800"          # one value: no "± 0.000"
 
 
 def test_bootstrap_ci_contains_estimate_and_shrinks():

@@ -4,8 +4,8 @@ The input is one row per (method, site, unit, metric) with a ``value`` and the
 ``run_dir`` it came from, so every number in a table is traceable to a run; a unit is one
 (fold, seed). Tables follow ModalTune's Table 2: rows grouped by family (ordered by the
 method class's ``family_order``), columns = sites + Overall (the mean over sites, as in the
-papers), cells = mean ± std over units (ddof 1: folds x seeds, or seeds), best in bold and
-second underlined in the markdown version.
+papers), cells = mean ± std over units (ddof 1: folds x seeds, or seeds; the value alone when one
+unit gives it, n = 1), best in bold and second underlined in the markdown version.
 """
 
 from __future__ import annotations
@@ -23,10 +23,17 @@ METRIC_TITLES = {"balanced_accuracy": "Balanced accuracy", "c_index": "C-index",
 DEFAULT_METRICS = ("balanced_accuracy", "c_index")
 
 
-def _fmt(mean: float, std: float) -> str:
+def _fmt(mean: float, std: float, n: int | None = None) -> str:
+    """``mean ± std``; the value alone for a single unit (a spread of one value is not ``± 0.000``)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
-    return f"{mean:.3f} ± {0.0 if std is None or math.isnan(std) else std:.3f}"
+    if n is not None and int(n) <= 1 or std is None or math.isnan(std):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def _n(sub, key) -> int | None:
+    return int(sub.loc[key, "n_units"]) if "n_units" in sub.columns else None
 
 
 def _units(df: pd.DataFrame) -> pd.Series:
@@ -67,7 +74,7 @@ def wide_table(summary: pd.DataFrame, sites: list[str]) -> pd.DataFrame:
         sub = summary[(summary.family == family) & (summary.method == method)].set_index("site")
         row = {"family": family, "method": method}
         for c in cols:
-            row[c] = _fmt(sub.loc[c, "mean"], sub.loc[c, "std"]) if c in sub.index else "n/a"
+            row[c] = _fmt(sub.loc[c, "mean"], sub.loc[c, "std"], _n(sub, c)) if c in sub.index else "n/a"
         rows.append(row)
     return pd.DataFrame(rows, columns=["family", "method"] + cols)
 
@@ -103,6 +110,8 @@ def markdown_table(summary: pd.DataFrame, sites: list[str], title: str) -> str:
         fam = r["family"] if r["family"] != last_family else ""
         last_family = r["family"]
         lines.append(f"| {fam} | {r['method']} | " + " | ".join(cells) + " |")
+    if "n_units" in summary.columns and len(summary) and (summary["n_units"] <= 1).any():
+        lines += ["", "Cells without ± come from one unit (n = 1: one seed or fold): a single value, no spread."]
     return "\n".join(lines) + "\n"
 
 
@@ -151,7 +160,8 @@ def write_efficiency(results: pd.DataFrame, fractions: list[float], out: Path, m
             for f in fractions:
                 sm = summaries[f]
                 hit = sm[(sm.method == method) & (sm.site == "Overall")]
-                cells.append(_fmt(hit["mean"].iloc[0], hit["std"].iloc[0]) if len(hit) else "n/a")
+                cells.append(_fmt(hit["mean"].iloc[0], hit["std"].iloc[0], hit["n_units"].iloc[0])
+                             if len(hit) else "n/a")
             md.append(f"| {method} | " + " | ".join(cells) + " |")
             rows.append({"metric": metric, "method": method, **dict(zip(cols, cells))})
         md.append("")

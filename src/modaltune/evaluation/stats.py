@@ -49,10 +49,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def format_mean_std(values: Sequence[float], digits: int = 3) -> str:
-    """``"0.812 ± 0.014"`` (``"n/a"`` when there is no finite value)."""
+    """``"0.812 ± 0.014"`` (``"n/a"`` when there is no finite value; the value alone, without a
+    meaningless ``± 0.000``, when there is one)."""
     m, s = mean_std(values)
     if math.isnan(m):
         return "n/a"
+    if int(np.isfinite(np.asarray(values, dtype=float)).sum()) == 1:
+        return f"{m:.{digits}f}"
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
