@@ -35,6 +35,15 @@ def test_best_epoch_by_validation_metric(tmp_path):
     assert (tmp_path / "best.ckpt").exists()
 
 
+def test_one_log_line_per_epoch(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="modaltune.training"):
+        _run(tmp_path, "val_c_index", [{"val_c_index": 0.6}, {"val_c_index": float("nan")}])
+    lines = [r.getMessage() for r in caplog.records if r.name == "modaltune.training.callbacks"]
+    assert len(lines) == 2
+    assert lines[0].startswith("epoch 1: train loss 0.0000, val_c_index 0.6000 (best), ") and lines[0].endswith(" s")
+    assert lines[1].startswith("epoch 2: train loss 0.0000, val_c_index n/a, ")
+
+
 def test_ties_broken_by_the_other_validation_metric(tmp_path):
     cb = _run(tmp_path, "val_balanced_accuracy", [
         {"val_balanced_accuracy": 1.0, "val_c_index": 0.5},

@@ -11,6 +11,7 @@ Layout of ``RUN_DIR`` (written by :func:`modaltune.training.engine.train_method`
     best.ckpt            weights of the selected epoch (trainable params + buffers)
     checkpoints/         last.ckpt (full training state, for --resume) + epoch=NNN.ckpt (weights)
     logs/                CSVLogger (and TensorBoard with train.tensorboard)
+    train.log            what training said: start, one line per epoch (loss, validation score, seconds), end
     run.json             seed, versions, device, start/end times, best epoch, parent runs
     metrics.json         test metrics per site + overall (evaluation)
     predictions.csv      test predictions (evaluation)
@@ -43,7 +44,7 @@ from ..errors import CheckpointError, InputError, warn_input
 from ..methods.base import CohortInfo
 
 __all__ = ["CONFIG", "SPLIT", "STATE", "INFO", "HISTORY", "BEST", "RUN", "METRICS", "PREDICTIONS", "EMBEDDINGS",
-           "CHECKPOINTS", "FIGURES", "LAST", "METRICS_OOD", "PREDICTIONS_OOD", "FROZEN_PREFIX", "kept_keys",
+           "CHECKPOINTS", "FIGURES", "LAST", "LOG", "METRICS_OOD", "PREDICTIONS_OOD", "FROZEN_PREFIX", "kept_keys",
            "weights_state", "frozen_fingerprint", "save_weights", "load_weights", "read_checkpoint", "read_info", "write_info",
            "environment", "now"]
 
@@ -51,6 +52,7 @@ CONFIG, SPLIT, STATE, INFO = "config.yaml", "split.csv", "fitted_state.json", "c
 HISTORY, BEST, RUN = "history.csv", "best.ckpt", "run.json"
 METRICS, PREDICTIONS, EMBEDDINGS = "metrics.json", "predictions.csv", "embeddings.npz"
 CHECKPOINTS, FIGURES, LAST = "checkpoints", "figures", "last.ckpt"
+LOG = "train.log"
 METRICS_OOD, PREDICTIONS_OOD = "metrics_ood.json", "predictions_ood.csv"
 #: State-dict prefix of frozen runs a method holds (a teacher): never saved with the method's weights.
 FROZEN_PREFIX = "frozen_runs."

@@ -13,6 +13,7 @@ from ..data.fitted_state import FittedState
 from ..data.splits import load_split
 from ..errors import InputError
 from ..methods.base import CohortInfo, Declaration, Method
+from ..training.threads import apply_threads
 from ..utils import read_json, seed_everything
 from . import layout
 from .builders import build_method, declaration, device_of, resolve_precision
@@ -67,6 +68,7 @@ def load_run(run_dir: str | Path, cohort: Cohort | None = None, weights: str = l
     info = layout.read_info(run_dir / layout.INFO)
     seed_everything(int(cfg["seed"]))
     method = build_method(cfg, info)
+    apply_threads(cfg, method)
     layout.load_weights(method, run_dir / weights)
     device = device_of(cfg)
     method.to(device)

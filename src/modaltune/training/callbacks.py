@@ -9,6 +9,7 @@ Under DDP every rank scores (identical weights give identical scores); only rank
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -20,11 +21,24 @@ from lightning.pytorch import Callback
 from ..runs.layout import BEST, HISTORY, save_weights
 from .scoring import is_better
 
-__all__ = ["SelectionCallback", "SeedEpochCallback", "TIEBREAK"]
+__all__ = ["SelectionCallback", "SeedEpochCallback", "TIEBREAK", "epoch_line"]
+
+log = logging.getLogger(__name__)
 
 #: Secondary validation metric that breaks ties of the selection metric.
 TIEBREAK = {"val_balanced_accuracy": "val_c_index", "val_c_index": "val_balanced_accuracy",
             "val_auc": "val_balanced_accuracy"}
+
+
+def epoch_line(row: dict, metric: str, epochs: int, improved: bool) -> str:
+    """One line per epoch: epoch, train loss, validation score, seconds (the run's progress report)."""
+    def num(v) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.4f}"
+
+    score = "" if metric == "last" else f", {metric} {num(row.get('score'))}" + (" (best)" if improved else "")
+    seconds = float(row.get("train_time_s") or 0) + float(row.get("eval_time_s") or 0)
+    return (f"epoch {int(row['epoch']) + 1}{f'/{epochs}' if epochs > 0 else ''}: train loss {num(row.get('train_loss'))}{score}, "
+            f"{seconds:.1f} s")
 
 
 class SelectionCallback(Callback):
@@ -83,6 +97,7 @@ class SelectionCallback(Callback):
         self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
         if trainer.is_global_zero:
             self.write_history()
+            log.info(epoch_line(row, self.metric, int(getattr(trainer, "max_epochs", 0) or 0), improved))
         finite = {k: float(v) for k, v in scores.items() if isinstance(v, float) and v == v}
         if finite:
             pl_module.log_dict(finite, on_epoch=True, batch_size=1, sync_dist=True)   # same on every rank

@@ -11,9 +11,12 @@ policy, selects the epoch on the validation split only, and writes the run direc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import logging
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +42,9 @@ from .callbacks import SeedEpochCallback, SelectionCallback
 from .gradients import check_policy
 from .module import EpochSampler, LastCheckpoint, LitMethod, lr_lambda
 from .scoring import resolve_select_metric, score_epoch
+from .threads import apply_threads
+
+log = logging.getLogger(__name__)
 
 __all__ = ["train_method", "check_training_config"]
 
@@ -129,8 +135,34 @@ def _trainer(cfg: dict, run_dir: Path, callbacks: list) -> L.Trainer:
         accumulate_grad_batches=int(tr.get("accumulate") or 1),
         limit_train_batches=int(steps) if steps else 1.0, limit_val_batches=0, num_sanity_val_steps=0,
         logger=_loggers(cfg, run_dir), callbacks=[*callbacks, last, per_epoch],
-        enable_progress_bar=bool(tr.get("progress_bar", True)), enable_model_summary=False,
+        enable_progress_bar=progress_bar_enabled(tr.get("progress_bar", "auto")), enable_model_summary=False,
         log_every_n_steps=int(tr.get("log_every_n_steps") or 10), default_root_dir=str(run_dir))
+
+
+def progress_bar_enabled(setting) -> bool:
+    """``train.progress_bar``: ``auto`` = only when stderr is a terminal (not in logs, CI or pipes)."""
+    if setting is None or str(setting).strip().lower() == "auto":
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return bool(setting)
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path):
+    """Copy modaltune's log records (start, one line per epoch, end) to ``RUN_DIR/train.log``."""
+    logger = logging.getLogger("modaltune")
+    handler = logging.FileHandler(run_dir / layout.LOG, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    old_level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(old_level)
 
 
 def quiet_lightning() -> None:
@@ -172,6 +204,14 @@ def train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir
     Returns:
         dict with ``run_dir``, ``best_epoch``, ``best_score``, ``select_metric``, ``epochs`` and ``history``.
     """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_log(run_dir):
+        return _train_method(cfg, cohort, split, run_dir, resume, callbacks)
+
+
+def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir: Path, resume: bool,
+                  callbacks: list | None) -> dict[str, Any]:
     t_start = time.time()
     cfg = copy.deepcopy(cfg)
     cohort = cohort.with_endpoints(cfg["data"].get("endpoint"))
@@ -210,6 +250,10 @@ def train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir
 
     seed_everything(seed)
     method = build_method(cfg, inputs.info, frozen)
+    threads = apply_threads(cfg, method)
+    log.info("training %s (seed %d) in %s: %d train / %d val patients, %d epochs, %d CPU thread(s)%s", cfg["method"],
+             seed, run_dir, len(split["train"]), len(split["val"]), int(cfg["train"]["epochs"]), threads,
+             " (resumed)" if resuming else "")
     if parent is not None:
         layout.load_weights(method, parent.weights)
     dump_config({**cfg, "cohort": str(Path(cohort.root).resolve())}, run_dir / layout.CONFIG)
@@ -222,6 +266,7 @@ def train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir
                                       "init_from": str(init_from) if init_from else None,
                                       "frozen_runs": {k: str(v) for k, v in (slots or {}).items()},
                                       **layout.environment(), "precision": resolve_precision(cfg),
+                                      "threads": threads,
                                       "started": layout.now(), "resumed": resuming, "n_train": len(split["train"]),
                                       "n_val": len(split["val"]), "n_test": len(split["test"])})
 
@@ -254,5 +299,7 @@ def train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_dir
                 "device": str(lit.device), "world_size": int(trainer.world_size)})
     if trainer.is_global_zero:
         write_json(run_dir / layout.RUN, run)
+    log.info("finished %s in %.1f s: best epoch %s (%s = %s)", cfg["method"], time.time() - t_start,
+             selection.best_epoch, metric, "n/a" if selection.best_score is None else f"{selection.best_score:.4f}")
     return {"run_dir": str(run_dir), "best_epoch": selection.best_epoch, "best_score": selection.best_score,
             "select_metric": metric, "epochs": len(selection.history), "history": list(selection.history)}
