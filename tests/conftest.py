@@ -12,6 +12,14 @@ import warnings
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _warnings_said_once_are_said_again():
+    """Warnings said once per process (errors.warn_input_once) are said again in every test."""
+    from modaltune.errors import forget_said_warnings
+
+    forget_said_warnings()
+
+
 @pytest.fixture(scope="session")
 def cohort_factory(tmp_path_factory):
     """A function ``(sites=("BRCA", "NSCLC"), patients=22, secondary=False) -> Cohort`` (cached)."""

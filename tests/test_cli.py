@@ -52,6 +52,9 @@ def test_methods_lists_registered_methods(capsys):
     assert lines["mice"][1:3] == ["MICE", "predict"] and lines["mice"][3] == "pretrain>finetune"
     assert lines["dmsf_distill"][3] == "teacher(dmsf_teacher)>student(dmsf_student)>distill"
     assert not any(name.startswith("_") for name in lines)
+    assert lines["Registered"][:2] == ["Registered", "methods:"]          # a header says what the table is
+    assert "modaltune:pan" in lines and "dmsf_teacher:{none,cgc_only,igc_only,hvg10,hvg50,hvg80,random_genes}" \
+        in {w for ws in lines.values() for w in ws}
 
 
 def test_doctor_returns_a_documented_code(capsys):
@@ -140,3 +143,39 @@ def test_seed_flag_becomes_an_override():
                                       "--set", "train.epochs=2", "--config", "cpu_small"])
     cfg = resolve_config(args.method, file=args.config, overrides=overrides(args))
     assert cfg["seed"] == 7 and cfg["train"]["epochs"] == 2 and cfg["model"]["dim"] == 128
+
+
+def test_help_names_defaults_and_shipped_configs(capsys):
+    for command, expected in (("train", ["cpu_small", "paper_pan_cancer", "OUT/<site>", "prepare`"]),
+                              ("benchmark", ["(default: 0,1,2)", "--jobs", "(default: 1)", "cpu_small"]),
+                              ("evaluate", ["run directory"]), ("embed", ["embeddings_all.npz"])):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        for text in expected:
+            assert text in out, (command, text)
+        assert "see configs/" not in out and "(default: None)" not in out
+
+
+def test_train_one_site_layout_log_and_metrics(cli_cohort, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "abmil", "--cohort", str(cli_cohort / "cohort"), "--out", str(out), "--set",
+               "train.epochs=2", "--set", "data.bag_cap=8", "--set", "train.warmup_epochs=0"])
+    assert rc == 0
+    run = out                   # one in-domain site (BLCA is OOD): the run is OUT itself
+    assert (run / "config.yaml").exists()
+    assert (run / "metrics.json").exists() and (run / "predictions.csv").exists()   # evaluated at the end
+    log = (run / "train.log").read_text()
+    assert "epoch 1/2: train loss" in log and "epoch 2/2: train loss" in log and " s\n" in log
+    assert "val_" in log and "finished abmil" in log
+    stdout = capsys.readouterr().out
+    assert "metrics.json" in stdout and str(run) in stdout
+
+
+def test_train_without_evaluation_says_what_to_run(cli_cohort, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "abmil", "--cohort", str(cli_cohort / "cohort"), "--out", str(out), "--no-evaluate",
+               "--set", "train.epochs=1", "--set", "data.bag_cap=8", "--set", "train.warmup_epochs=0"])
+    assert rc == 0
+    assert (out / "config.yaml").exists() and not (out / "metrics.json").exists()
+    assert f"modaltune evaluate {out}" in capsys.readouterr().out

@@ -172,11 +172,14 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
 
 
 def train_chain(method: str, cohort: Cohort, out: str | Path, *, config=None, overrides: Sequence[str] = (),
-                resume: bool = False) -> list[Path]:
+                resume: bool = False, evaluate: bool = False) -> list[Path]:
     """``modaltune train``: every stage of ``method``'s protocol; returns the final run directories.
 
-    The final stage's runs go to ``OUT`` (one pooled run or one site) or ``OUT/<site>``; earlier
-    stages to ``OUT/stages/<stage>[/<site>]``. Without ``resume`` every run is trained afresh.
+    The final stage's runs go to ``OUT`` when there is one of them (a pooled run, or the only site
+    of the cohort or of ``data.sites``) and to ``OUT/<site>`` when there are several sites; earlier
+    stages to ``OUT/stages/<stage>[/<site>]``. Without ``resume`` every run is trained afresh. With
+    ``evaluate`` the final runs are scored on their test split at the end (``metrics.json``,
+    ``predictions.csv``); ``modaltune train`` does this after training, once.
     """
     out = Path(out)
 
@@ -187,7 +190,7 @@ def train_chain(method: str, cohort: Cohort, out: str | Path, *, config=None, ov
     resolver = Resolver(config, overrides)
     single = select_sites(resolver(method), cohort)
     plan = plan_chain(method, cohort, resolver, run_dir_of)
-    run_chain(plan, cohort, fresh=not resume)
+    run_chain(plan, cohort, fresh=not resume, evaluate=evaluate)
     return [r.run_dir for r in plan if r.final]
 
 

@@ -23,14 +23,34 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import ModaltuneError
+from .errors import ModaltuneError, install_warning_format
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help texts end with the default value, when there is one worth saying and the text does not
+    already say it."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings
+                and action.nargs is None):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _shipped() -> str:
+    """Names of the configs shipped in ``modaltune/configs/`` (for help texts)."""
+    return ", ".join(sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml")))
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="YAML config file (see configs/)")
+    p.add_argument("--config", type=Path, help=f"a shipped config by name ({_shipped()}: in "
+                                               "src/modaltune/configs/) or the path of your YAML file; --set wins")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
-    p.add_argument("--seed", type=int, help="seed for split, initialisation and data order")
+    p.add_argument("--seed", type=int, help="seed for split, initialisation and data order (default: the "
+                                            "config's seed, 0)")
 
 
 def overrides(args) -> list[str]:
@@ -108,9 +128,19 @@ def cmd_train(args) -> int:
     cohort = Cohort.load(args.cohort)
     runs = train_chain(args.method, cohort, args.out, config=args.config, overrides=overrides(args),
                        resume=args.resume)
-    if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0:
-        for r in runs:    # once, not once per DDP process
-            print(f"run written to {r}")
+    if int(os.environ.get("LOCAL_RANK", "0") or 0) != 0 or int(os.environ.get("NODE_RANK", "0") or 0) != 0:
+        return 0          # once, not once per DDP process
+    if args.no_evaluate:
+        for r in runs:
+            print(f"run written to {r}; test metrics are not computed: run `modaltune evaluate {r}` to write "
+                  f"{r / 'metrics.json'}")
+        return 0
+    from .evaluation.report import print_metrics
+    from .runs.evaluate import evaluate_run
+
+    for r in runs:
+        print_metrics(evaluate_run(r, cohort=cohort), title=f"{r} (test split)")
+        print(f"run written to {r} (metrics.json, predictions.csv; log in {r / 'train.log'})")
     return 0
 
 
@@ -195,7 +225,11 @@ def cmd_methods(args) -> int:
 
     load_builtin()
 
+    print("Registered methods: `modaltune train NAME`, `modaltune benchmark --methods NAME,...`")
+    print("(evaluation: predict = the model's own heads, probe = linear probes on its embeddings; "
+          "stages: the protocol's training runs in order)\n")
     print(f"{'method':18s} {'family':14s} {'evaluation':10s} {'stages':32s} inputs")
+    variants = []
     for name, cls in METHODS.items():
         if name.startswith("_"):
             continue
@@ -203,6 +237,15 @@ def cmd_methods(args) -> int:
         decl = cls.declare(cfg)
         stages = ">".join(s.name if s.method == name else f"{s.name}({s.method})" for s in cls.stages(cfg))
         print(f"{name:18s} {cls.family:14s} {decl.evaluation:10s} {stages:32s} {','.join(sorted(decl.inputs))}")
+        if getattr(cls, "variants", None):
+            variants.append(f"{name}:{{{','.join(cls.variants)}}}")
+    print("\nBenchmark method specs besides the names above:")
+    print(f"  {'modaltune:pan':24s} ModalTune Pan-Cancer: one model pooled over every site (NAME:pan works for "
+          "every method)")
+    if variants:
+        print(f"  {'NAME:VARIANT':24s} a method's named ablations:")
+        for v in variants:
+            print(f"  {'':24s} {v}")
     return 0
 
 
@@ -221,16 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("synth", help="write the built-in synthetic cohort (standard file formats)")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("synth", help="write the built-in synthetic cohort (standard file formats)",
+                       formatter_class=_DefaultsFormatter)
+    s.add_argument("--out", type=Path, required=True, help="directory for the raw files (clinical.tsv, "
+                                                               "expression.tsv, pathways.gmt, reports.csv, features)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the generator")
     s.add_argument("--sites", help="comma-separated TCGA sites, e.g. BRCA,NSCLC,RCC,BLCA")
     s.add_argument("--ood-sites", help="comma-separated held-out sites (default BLCA)")
     s.add_argument("--patients", type=int, help="patients per site")
     s.add_argument("--dim", type=int, help="patch-feature width")
     s.set_defaults(func=cmd_synth)
 
-    s = sub.add_parser("prepare", help="validate and align raw inputs into a cohort directory")
+    s = sub.add_parser("prepare", help="validate and align raw inputs into a cohort directory",
+                       formatter_class=_DefaultsFormatter)
     s.add_argument("--features", type=Path, help="directory of TRIDENT/CLAM .h5 or .pt feature files")
     s.add_argument("--features-secondary", type=Path, help="features of the same slides at a second magnification")
     s.add_argument("--clinical", type=Path, required=True, help="GDC clinical TSV/CSV or SurvPath-style table")
@@ -252,34 +298,49 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--site-scheme", choices=("modaltune", "tcga_project"), default="modaltune",
                    help="projects -> sites: modaltune (LUAD+LUSC -> NSCLC, KIRC/KIRP/KICH -> RCC, ...) or "
                         "tcga_project (one site per project; COAD+READ -> CRC, GBM+LGG -> GBMLGG)")
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True, help="cohort directory to write (manifest.csv, "
+                                                               "cohort.json, summary.txt, ...)")
     s.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser("train", help="train a method on a cohort")
+    s = sub.add_parser("train", help="train a method on a cohort, then evaluate it on the test split",
+                       formatter_class=_DefaultsFormatter)
     s.add_argument("method", help="registered method name (see `modaltune methods`)")
-    s.add_argument("--cohort", type=Path, required=True)
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--cohort", type=Path, required=True, help="cohort directory written by `modaltune prepare`")
+    s.add_argument("--out", type=Path, required=True,
+                   help="run directory: OUT for one run (pooled, or one site), OUT/<site> for per-site runs of "
+                        "several sites; earlier stages in OUT/stages/<stage>")
     s.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
+    s.add_argument("--no-evaluate", action="store_true",
+                   help="skip the test-split evaluation at the end (then run `modaltune evaluate OUT`)")
     _add_config_args(s)
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("embed", help="write patient embeddings of a trained run")
-    s.add_argument("run_dir", type=Path)
+    s = sub.add_parser("embed", help="write patient embeddings of a trained run",
+                       formatter_class=_DefaultsFormatter)
+    s.add_argument("run_dir", type=Path, help="a run directory (the --out of `modaltune train`, or one of its "
+                                              "per-site sub-directories)")
     s.add_argument("--cohort", type=Path, help="cohort directory (default: the run's own)")
-    s.add_argument("--out", type=Path)
+    s.add_argument("--out", type=Path, help="output .npz (default: RUN_DIR/embeddings_all.npz)")
     s.set_defaults(func=cmd_embed)
 
-    s = sub.add_parser("evaluate", help="evaluate a trained run on its test split; writes metrics.json")
-    s.add_argument("run_dir", type=Path)
+    s = sub.add_parser("evaluate", help="evaluate a trained run on its test split; writes metrics.json",
+                       formatter_class=_DefaultsFormatter)
+    s.add_argument("run_dir", type=Path, help="a run directory (the --out of `modaltune train`; a directory of "
+                                              "per-site runs evaluates each)")
     s.add_argument("--cohort", type=Path, help="cohort directory (default: the run's own)")
     s.add_argument("--ood", help="also evaluate out-of-distribution on these sites ('auto' = cohort's OOD sites)")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("benchmark", help="methods x sites x seeds with Table-2/3 style tables")
-    s.add_argument("--cohort", type=Path, required=True)
-    s.add_argument("--methods", required=True, help="comma-separated method names")
+    s = sub.add_parser("benchmark", help="methods x sites x seeds with Table-2/3 style tables",
+                       formatter_class=_DefaultsFormatter)
+    s.add_argument("--cohort", type=Path, required=True, help="cohort directory written by `modaltune prepare`")
+    s.add_argument("--methods", required=True, help="comma-separated method names (see `modaltune methods`)")
     s.add_argument("--sites", help="comma-separated sites or TCGA project ids (default: all in-domain sites)")
-    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each seed is one split and one "
+                                                    "initialisation (tables: mean ± std over seeds)")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="independent cells trained in parallel processes, the CPU cores divided between them "
+                        "(results identical to --jobs 1)")
     s.add_argument("--folds", type=int, help="k-fold cross-validation with K folds (validation carved from each "
                                               "training fold); tables give mean ± std over folds x seeds")
     s.add_argument("--no-ood", action="store_true", help="skip the out-of-distribution table")
@@ -292,14 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tasks", help="single-task methods: train only these tasks (subtype, survival; default both)")
     s.add_argument("--attribution", action="store_true",
                    help="Shapley share of each modality in the predicted risk, per site (attribution.csv)")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--config", type=Path, help="YAML applied to every method")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--out", type=Path, required=True, help="benchmark directory (runs/, tables, figures)")
+    s.add_argument("--config", type=Path, help=f"config applied to every method: a shipped one by name "
+                                               f"({_shipped()}) or a YAML path")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value for every method, e.g. train.epochs=5 (repeatable)")
     s.set_defaults(func=cmd_benchmark)
 
-    s = sub.add_parser("demo", help="the whole pipeline on the built-in synthetic cohort")
-    s.add_argument("--out", type=Path, default=Path("modaltune_demo"))
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("demo", help="the whole pipeline on the built-in synthetic cohort",
+                       formatter_class=_DefaultsFormatter)
+    s.add_argument("--out", type=Path, default=Path("modaltune_demo"), help="directory of the demo's files")
+    s.add_argument("--seed", type=int, default=0, help="seed of the cohort, splits and training")
     s.add_argument("--system", choices=("modaltune", "mice", "disentangled"), default="modaltune",
                    help="which system to show (default: ModalTune and its baselines)")
     s.add_argument("--quick", action="store_true", help="smaller cohort and fewer epochs (tests use this)")
@@ -316,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbose: bool) -> None:
     """Our messages at INFO; third-party chatter (Lightning tips, numexpr, model loading) only with -v."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    install_warning_format()    # our input warnings read as messages, not as Python source lines
     if verbose:
         warnings.simplefilter("default")
         return

@@ -49,6 +49,39 @@ def format_problem(problem: str, *, file=None, case=None, fix=None) -> str:
     return " | ".join(parts)
 
 
+#: Keys of the warnings :func:`warn_input_once` has already emitted in this process.
+_SAID: set[str] = set()
+
+
+def warn_input_once(key: str, problem: str, *, file=None, case=None, fix=None, stacklevel: int = 2) -> str | None:
+    """:func:`warn_input`, but once per process for ``key`` (a fact that holds for every run of a
+    benchmark, such as a randomly initialised encoder). Returns the message, or None when already said."""
+    if key in _SAID:
+        return None
+    _SAID.add(key)
+    return warn_input(problem, file=file, case=case, fix=fix, stacklevel=stacklevel + 1)
+
+
+def forget_said_warnings() -> None:
+    """Let :func:`warn_input_once` warn again (tests)."""
+    _SAID.clear()
+
+
+def _format_input_warning(message, category, filename, lineno, line=None) -> str:
+    """Our warnings as one message line (no Python source line, which reads like a crash)."""
+    if isinstance(category, type) and issubclass(category, InputWarning):
+        return f"warning: {message}\n"
+    return _DEFAULT_FORMAT(message, category, filename, lineno, line)
+
+
+_DEFAULT_FORMAT = warnings.formatwarning
+
+
+def install_warning_format() -> None:
+    """Print :class:`InputWarning` as ``warning: <message>`` (installed by the command line)."""
+    warnings.formatwarning = _format_input_warning
+
+
 def warn_input(problem: str, *, file=None, case=None, fix=None, stacklevel: int = 2) -> str:
     """Emit an :class:`InputWarning` and return its message (for summaries)."""
     msg = format_problem(problem, file=file, case=case, fix=fix)

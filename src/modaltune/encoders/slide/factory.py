@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ...errors import ConfigError, InputError, warn_input
+from ...errors import ConfigError, InputError, warn_input_once
 from ...registry import SLIDE_ENCODERS
 from .config import LongNetConfig
 from .gigapath_checkpoint import describe_checkpoint, load_gigapath_checkpoint, read_gigapath_state_dict
@@ -98,9 +98,10 @@ def build_slide_encoder(size: str, in_dim: int, overrides: dict | None = None, c
     if state is not None:
         load_gigapath_checkpoint(encoder, checkpoint, strict=False, state_dict=state)
     elif warn_random:
-        warn_input("no slide-encoder checkpoint is set (model.checkpoint is null): the LongNet slide encoder "
-                   "is randomly initialised, so results are not those of Prov-GigaPath",
-                   fix="set model.checkpoint to Prov-GigaPath's slide_encoder.pth for the paper's setting")
+        warn_input_once("random-slide-encoder",
+                        "no slide-encoder checkpoint is set (model.checkpoint is null): the LongNet slide encoder "
+                        "is randomly initialised, so results are not those of Prov-GigaPath (said once)",
+                        fix="set model.checkpoint to Prov-GigaPath's slide_encoder.pth for the paper's setting")
     return encoder
 
 

@@ -1,0 +1,49 @@
+"""Input warnings: printed as messages by the command line, and facts said once per process."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from modaltune.errors import InputWarning, forget_said_warnings, install_warning_format, warn_input, warn_input_once
+
+
+def test_input_warnings_print_as_messages_without_source_lines(capsys):
+    old = warnings.formatwarning
+    try:
+        install_warning_format()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warn_input("bad value", file="x.tsv", fix="fix it")
+            warnings.warn("other", UserWarning)
+    finally:
+        warnings.formatwarning = old
+    err = capsys.readouterr().err
+    assert "warning: bad value | file: x.tsv | fix: fix it\n" in err
+    assert "InputWarning" not in err and "warn_input(" not in err       # no class name, no source line
+    assert "UserWarning: other" in err                                   # other warnings keep their form
+
+
+def test_warn_input_once_says_a_fact_once():
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        assert warn_input_once("k", "said") is not None
+        with warnings.catch_warnings():      # a new filter context (one per benchmark cell) does not repeat it
+            warnings.simplefilter("always")
+            assert warn_input_once("k", "said") is None
+    assert [str(w.message) for w in rec] == ["said"]
+    forget_said_warnings()
+    with pytest.warns(InputWarning, match="said"):
+        warn_input_once("k", "said")
+
+
+def test_random_slide_encoder_is_warned_once():
+    from modaltune.encoders.slide.factory import build_slide_encoder
+
+    tiny = {"dim": 32, "depth": 2, "heads": 4, "ffn_dim": 64}
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        build_slide_encoder("small", 8, tiny)
+        build_slide_encoder("small", 8, tiny)
+    assert sum("randomly initialised" in str(w.message) for w in rec) == 1
