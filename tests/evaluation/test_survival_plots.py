@@ -87,3 +87,36 @@ def test_kaplan_meier_folds_bad_input():
         kaplan_meier_folds([KMFold(f.train_risk, f.time[:5], f.event, f.risk)])
     with pytest.raises(InputError):
         kaplan_meier_folds([])
+
+
+def test_figure_carries_numbers_at_risk_c_index_and_threshold_origin(tmp_path, monkeypatch):
+    from modaltune.evaluation import survival_plots
+    from modaltune.evaluation.metrics import c_index
+
+    rng = np.random.default_rng(3)
+    n = 40
+    risk = rng.normal(size=n)
+    t = rng.exponential(20, n)
+    e = rng.random(n) < 0.7
+    assert survival_plots.at_risk_counts(np.array([1.0, 5.0, 9.0]), np.array([True, True, False]), [0, 2, 6]) \
+        == [2, 1, 0]
+    texts: list[str] = []
+    real_savefig = None
+
+    def spy(self, *a, **k):            # collect every text drawn on the figure before it is saved
+        texts.extend(txt.get_text() for ax in self.axes for txt in ax.texts + [ax.title])
+        texts.extend(txt.get_text() for txt in self.texts)
+        return real_savefig(self, *a, **k)
+
+    from matplotlib.figure import Figure
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", spy)
+    s = kaplan_meier_summary(t, e, risk, tmp_path / "km.png", title="S1 (test)")
+    assert s["c_index"] == pytest.approx(c_index(t, e, risk))
+    joined = "\n".join(texts)
+    assert "numbers at risk" in joined and str(n // 2) in texts          # at time 0 each half is at risk
+    assert f"C-index = {s['c_index']:.3f}" in joined and "log-rank p" in joined
+    assert "the median risk of these (test) patients" in joined
+    texts.clear()
+    kaplan_meier_summary(t, e, risk, tmp_path / "km2.png", threshold=0.1, threshold_source="median training risk")
+    assert "risk > 0.1 (median training risk)" in "\n".join(texts)

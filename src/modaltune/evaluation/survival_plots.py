@@ -11,7 +11,8 @@ even as the ties allow). Two ways to choose the threshold:
   test patients of every fold are split with their fold's threshold and then pooled into one curve
   pair and one log-rank test. Test patients never move a threshold.
 
-Figures are drawn on a matplotlib Agg canvas (no pyplot, no display, the global backend untouched)
+Figures carry the numbers at risk of both groups under the curves, the log-rank p-value and the
+C-index of the plotted risks, and say where the threshold comes from. They are drawn on a matplotlib Agg canvas (no pyplot, no display, the global backend untouched)
 and written as PNG.
 """
 
@@ -82,43 +83,78 @@ def _survival_arrays(time, event, risk) -> tuple[np.ndarray, np.ndarray, np.ndar
     return t[ok], e[ok], r[ok]
 
 
-def _km_groups(t: np.ndarray, e: np.ndarray, high: np.ndarray, path: str | Path | None, title: str) -> dict:
-    """Counts, log-rank p-value (NaN when a group is empty or there is no event) and the optional figure."""
+def _km_groups(t: np.ndarray, e: np.ndarray, high: np.ndarray, path: str | Path | None, title: str,
+               r: np.ndarray | None = None, threshold_note: str = "") -> dict:
+    """Counts, log-rank p-value (NaN when a group is empty or there is no event), the C-index of the
+    risks and the optional figure (with numbers at risk, the C-index and where the threshold comes from)."""
     from lifelines.statistics import logrank_test
 
+    from .metrics import c_index as harrell
+
+    c_index = float("nan")
+    if r is not None and e.any() and r.size > 1:
+        try:
+            c_index = float(harrell(t, e.astype(int), r))
+        except Exception:  # noqa: BLE001 - a figure never fails on a degenerate C-index
+            c_index = float("nan")
     out = {"p_value": float("nan"), "n_high": int(high.sum()), "n_low": int((~high).sum()),
-           "events_high": int(e[high].sum()), "events_low": int(e[~high].sum()), "path": None}
+           "events_high": int(e[high].sum()), "events_low": int(e[~high].sum()), "c_index": c_index, "path": None}
     if high.any() and (~high).any() and e.any():
         out["p_value"] = float(logrank_test(t[high], t[~high], e[high], e[~high]).p_value)
     if path is not None:
-        out["path"] = _draw(t, e, high, Path(path), title, out["p_value"])
+        out["path"] = _draw(t, e, high, Path(path), title, out["p_value"], c_index, threshold_note)
     return out
 
 
-def _draw(t: np.ndarray, e: np.ndarray, high: np.ndarray, path: Path, title: str, p: float) -> str:
+def at_risk_counts(t: np.ndarray, mask: np.ndarray, times: Sequence[float]) -> list[int]:
+    """Numbers at risk (follow-up >= each time) of the patients in ``mask``."""
+    return [int((t[mask] >= x).sum()) for x in times]
+
+
+def _draw(t: np.ndarray, e: np.ndarray, high: np.ndarray, path: Path, title: str, p: float,
+          c_index: float = float("nan"), threshold_note: str = "") -> str:
     from lifelines import KaplanMeierFitter
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(5, 4))
+    fig = Figure(figsize=(5.5, 5.2))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for mask, name, color in ((~high, "low risk", "tab:blue"), (high, "high risk", "tab:red")):
+    ax = fig.add_axes((0.18, 0.36, 0.78, 0.50))
+    groups = ((~high, "low risk", "tab:blue"), (high, "high risk", "tab:red"))
+    for mask, name, color in groups:
         if mask.any():
             KaplanMeierFitter(label=f"{name} (n={int(mask.sum())})").fit(t[mask], e[mask]).plot_survival_function(
                 ax=ax, ci_show=False, color=color, show_censors=True)
-    ax.set_title(f"{title}\nlog-rank p = {p:.3g}" if np.isfinite(p) else f"{title}\nlog-rank p = n/a")
+    stats = [f"log-rank p = {p:.3g}" if np.isfinite(p) else "log-rank p = n/a",
+             f"C-index = {c_index:.3f}" if np.isfinite(c_index) else "C-index = n/a"]
+    ax.set_title(f"{title}\n{', '.join(stats)}", fontsize=10)
     ax.set_xlabel("months")
     ax.set_ylabel("survival probability")
     ax.set_ylim(0, 1.05)
-    fig.tight_layout()
+    ax.set_xlim(left=0)
+    # numbers at risk under the curves, at the x ticks
+    ticks = [x for x in ax.get_xticks() if ax.get_xlim()[0] <= x <= ax.get_xlim()[1]]
+    table = fig.add_axes((0.18, 0.07, 0.78, 0.12), sharex=ax)
+    table.set_xlim(ax.get_xlim())
+    table.set_ylim(-0.5, 1.5)
+    table.axis("off")
+    span = ax.get_xlim()[1] - ax.get_xlim()[0]
+    table.text(ax.get_xlim()[0], 1.7, "numbers at risk", fontsize=8, ha="left", va="center",
+               style="italic")
+    for row, (mask, name, color) in enumerate(reversed(groups)):
+        for x, n in zip(ticks, at_risk_counts(t, mask, ticks)):
+            table.text(x, row, str(n), color=color, fontsize=8, ha="center", va="center")
+        table.text(ax.get_xlim()[0] - 0.06 * span, row, name, color=color,
+                   fontsize=8, ha="right", va="center")
+    if threshold_note:
+        fig.text(0.5, 0.005, f"high risk: {threshold_note}", fontsize=7, ha="center", va="bottom")
     fig.savefig(path, dpi=120)
     return str(path)
 
 
 def kaplan_meier_summary(time, event, risk, path: str | Path | None = None, title: str = "",
-                         threshold: float | None = None) -> dict:
+                         threshold: float | None = None, threshold_source: str | None = None) -> dict:
     """KM high- vs low-risk summary of one set of patients, with an optional figure.
 
     Args:
@@ -129,10 +165,14 @@ def kaplan_meier_summary(time, event, risk, path: str | Path | None = None, titl
         title: figure title.
         threshold: risk cut-off, e.g. :func:`training_threshold` of the training patients; ``None``
             (default, the former behaviour) uses the median risk of these patients.
+        threshold_source: where a given ``threshold`` comes from (printed under the figure and
+            returned), e.g. ``"median training risk"``.
 
     Returns:
-        ``{"p_value", "n_high", "n_low", "events_high", "events_low", "median_risk", "threshold",
-        "threshold_source", "path"}``; ``p_value`` is NaN when a group is empty or there is no event.
+        ``{"p_value", "n_high", "n_low", "events_high", "events_low", "c_index", "median_risk",
+        "threshold", "threshold_source", "path"}``; ``p_value`` is NaN when a group is empty or there
+        is no event. The figure shows the numbers at risk of both groups under the curves, the
+        log-rank p-value and the C-index in its title, and the threshold's origin under it.
     """
     t, e, r = _survival_arrays(time, event, risk)
     median = float(np.median(r)) if r.size else float("nan")
@@ -141,8 +181,11 @@ def kaplan_meier_summary(time, event, risk, path: str | Path | None = None, titl
     if r.size == 0:
         return {"p_value": float("nan"), "n_high": 0, "n_low": 0, "events_high": 0, "events_low": 0,
                 "median_risk": median, "threshold": thr, "threshold_source": source, "path": None}
-    out = _km_groups(t, e, r > thr, path, title)
-    return {**out, "median_risk": median, "threshold": thr, "threshold_source": source}
+    note = (f"risk > {thr:.3g}, the median risk of these (test) patients" if threshold is None
+            else f"risk > {thr:.3g} ({threshold_source or 'given threshold'})")
+    out = _km_groups(t, e, r > thr, path, title, r, note)
+    return {**out, "median_risk": median, "threshold": thr,
+            "threshold_source": source if threshold is None else (threshold_source or source)}
 
 
 def kaplan_meier_folds(folds: Sequence[KMFold | tuple], path: str | Path | None = None, title: str = "") -> dict:
@@ -173,8 +216,9 @@ def kaplan_meier_folds(folds: Sequence[KMFold | tuple], path: str | Path | None 
         highs.append(r > thr)
         risks.append(r)
     t, e, high = np.concatenate(ts), np.concatenate(es), np.concatenate(highs)
-    out = _km_groups(t, e, high, path, title)
     r = np.concatenate(risks)
+    out = _km_groups(t, e, high, path, title, r, f"risk > the median training risk of each fold "
+                                                 f"({len(thresholds)} test folds pooled)")
     return {**out, "median_risk": float(np.median(r)) if r.size else float("nan"), "threshold": float("nan"),
             "thresholds": thresholds, "n_folds": len(thresholds),
             "threshold_source": f"median training risk of each fold, {len(thresholds)} test folds pooled"}
