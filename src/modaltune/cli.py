@@ -206,6 +206,7 @@ def cmd_benchmark(args) -> int:
         train_fractions=[float(f) for f in (args.train_fractions or "").split(",") if f.strip()],
         attribution=args.attribution,
         tasks=[t.strip() for t in (args.tasks or "").split(",") if t.strip()] or None,
+        jobs=args.jobs,
     )
     return 0
 

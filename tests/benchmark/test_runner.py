@@ -182,3 +182,45 @@ def test_disentangled_ablations_are_variants_of_teacher_and_distilled_student(sm
                                                    "dmsf_distill_hvg10"]
     # the plain distilled student reuses the stand-alone teacher and student runs
     assert [r.run_dir.parts[-4] for r in plain_runs] == ["dmsf_teacher", "dmsf_student", "dmsf_distill"]
+
+
+def test_connected_groups_cells_that_share_a_run():
+    from modaltune.benchmark.runner import _connected
+
+    assert _connected([{"a"}, {"b"}, {"a", "c"}, {"d"}, {"c"}]) == [[0, 2, 4], [1], [3]]
+
+
+def test_jobs_two_gives_the_results_of_jobs_one(small_cohort, tmp_path):
+    """Independent cells trained in two spawned processes give exactly the numbers of one process."""
+    from modaltune.benchmark.runner import run_benchmark
+
+    sets = ["train.epochs=2", "train.warmup_epochs=0", "train.progress_bar=false", "data.bag_cap=8"]
+    results, preds = {}, {}
+    for jobs in (1, 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run_benchmark(small_cohort.root, ["snn", "abmil"], seeds=[0, 1], overrides=sets, out=tmp_path / f"j{jobs}",
+                          ood=False, tasks=["survival"], jobs=jobs)
+        res = pd.read_csv(tmp_path / f"j{jobs}" / "results.csv")
+        results[jobs] = res.drop(columns="run_dir").sort_values(["method", "site", "unit", "metric"]).reset_index(
+            drop=True)
+        preds[jobs] = {r.replace(str(tmp_path / f"j{jobs}"), ""): pd.read_csv(f"{r}/predictions.csv")
+                       for r in sorted(set(res["run_dir"]))}
+    assert len(results[1]) == 8                   # 2 methods x 2 sites x 2 seeds, C-index only
+    import json
+    import os
+
+    pids = {jobs: {json.loads((tmp_path / f"j{jobs}" / run.lstrip("/") / "run.json").read_text())["pid"]
+                   for run in preds[jobs]} for jobs in (1, 2)}
+    assert pids[1] == {os.getpid()}                                # one process ...
+    assert len(pids[2]) == 2 and os.getpid() not in pids[2]        # ... against two worker processes
+    pd.testing.assert_frame_equal(results[1], results[2], check_exact=True)
+    assert preds[1].keys() == preds[2].keys()
+    for run, df in preds[1].items():
+        pd.testing.assert_frame_equal(df, preds[2][run], check_exact=True)
+
+
+def test_jobs_must_be_positive(small_cohort, tmp_path):
+    bench = Benchmark(small_cohort.root, ["snn"], seeds=[0], out=tmp_path / "b", ood=False)
+    with pytest.raises(ConfigError, match="--jobs"):
+        bench.train_parallel(0)

@@ -81,6 +81,11 @@ class Benchmark:
                  ood_supervised: Sequence[str] | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
                  drop_at_test: Sequence[str] = (), train_fractions: Sequence[float] = (), attribution: bool = False,
                  tasks: Sequence[str] | None = None):
+        self.kwargs = dict(cohort_dir=cohort_dir, methods=list(methods), sites=sites, seeds=list(seeds), folds=folds,
+                           config=config, overrides=list(overrides or []), out=out, ood=ood,
+                           ood_reference_site=ood_reference_site, ood_supervised=ood_supervised,
+                           metrics=list(metrics), drop_at_test=list(drop_at_test),
+                           train_fractions=list(train_fractions), attribution=attribution, tasks=tasks)
         self.cohort = Cohort.load(cohort_dir)
         self.specs = parse_methods(list(methods))
         self.sites = resolve_site_names(sites, self.cohort) if sites else in_domain_sites(self.cohort)
@@ -154,6 +159,44 @@ class Benchmark:
                 self.rows.append(row)
                 if table == "table2":
                     self.predictions[(row["method"], site, unit.name, metric)] = run_dir
+
+    def cells(self) -> list[tuple[MethodSpec, Unit, str | None]]:
+        """Every in-domain cell (method spec, unit, task), in the order :meth:`run_in_domain` runs them."""
+        return [(spec, unit, task) for spec in self.specs for unit in self.units + self.efficiency_units
+                for task in self.tasks_of(spec)]
+
+    def train_parallel(self, jobs: int) -> None:
+        """Train and evaluate the in-domain cells in ``jobs`` processes, the cores divided between them.
+
+        Cells that share a run directory (a chain's shared stage) form one group, trained in order by
+        one process; groups are independent. Every run seeds itself, so the results equal those of
+        ``jobs=1``; :meth:`run_in_domain` then only reads them (finished runs are never redone).
+        Splits are written here first, so parallel jobs never race to create one.
+        """
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from ..training.threads import available_cores
+
+        if int(jobs) < 1:
+            raise ConfigError(f"--jobs must be 1 or more, not {jobs}")
+        cells = self.cells()
+        if int(jobs) == 1 or len(cells) <= 1:
+            return
+        plans = [self.plan(spec, unit, task, self.sites) for spec, unit, task in cells]
+        for plan in plans:
+            for run in plan:
+                resolve_split(run.cfg, self.cohort)
+        groups = _connected([{str(r.run_dir) for r in plan} for plan in plans])
+        jobs = min(int(jobs), len(groups))
+        cores = max(1, available_cores() // jobs)
+        log.info("benchmark: %d cells in %d independent group(s), %d parallel jobs of %d core(s) each",
+                 len(cells), len(groups), jobs, cores)
+        work = [[(cells[i][0].spec, cells[i][1], cells[i][2]) for i in group] for group in groups]
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_job, initargs=(cores,)) as pool:
+            for done in pool.map(_train_cells, [self.kwargs] * len(work), work):
+                log.info("benchmark: %d cell(s) done", done)
 
     def run_in_domain(self) -> None:
         """Train and evaluate every cell on the benchmark's sites (and the extra studies asked for)."""
@@ -259,13 +302,64 @@ class Benchmark:
         return paths
 
 
+def _connected(sets: list[set[str]]) -> list[list[int]]:
+    """Indices of ``sets`` grouped so that sets sharing an element are in one group (order kept)."""
+    parent = list(range(len(sets)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, items in enumerate(sets):
+        for item in items:
+            if item in owner:
+                parent[find(i)] = find(owner[item])
+            else:
+                owner[item] = i
+    groups: dict[int, list[int]] = {}
+    for i in range(len(sets)):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def _init_job(cores: int) -> None:
+    """A parallel benchmark job: its share of the cores (``train.threads: auto`` reads it), messages."""
+    import os
+
+    from ..errors import install_warning_format
+
+    os.environ["MODALTUNE_CORES"] = str(int(cores))
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [job {os.getpid()}] %(name)s: %(message)s")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    install_warning_format()
+
+
+def _train_cells(kwargs: dict, cells: list[tuple[str, Unit, str | None]]) -> int:
+    """Train and evaluate ``cells`` (spec, unit, task) in order, in this process."""
+    bench = Benchmark(**kwargs)
+    specs = {s.spec: s for s in bench.specs}
+    for spec, unit, task in cells:
+        log.info("benchmark cell %s %s %s", spec, unit.name, task or "multi")
+        run_chain(bench.plan(specs[spec], unit, task, bench.sites), bench.cohort, evaluate=True)
+    return len(cells)
+
+
 def run_benchmark(cohort_dir, methods, sites=None, seeds=(0, 1, 2), config=None, overrides=(), out="benchmark",
                   ood=True, ood_supervised=None, folds=None, metrics=DEFAULT_METRICS, drop_at_test=(),
-                  train_fractions=(), attribution=False, tasks=None) -> Benchmark:
-    """Run a benchmark end to end and print its tables."""
+                  train_fractions=(), attribution=False, tasks=None, jobs: int = 1) -> Benchmark:
+    """Run a benchmark end to end and print its tables.
+
+    ``jobs`` > 1 trains independent cells in parallel processes (:meth:`Benchmark.train_parallel`,
+    same results as ``jobs=1``); the tables, OOD probing and studies then follow in this process.
+    """
     bench = Benchmark(cohort_dir, methods, sites=sites, seeds=seeds, folds=folds, config=config, overrides=overrides,
                       out=out, ood=ood, ood_supervised=ood_supervised, metrics=metrics, drop_at_test=drop_at_test,
                       train_fractions=train_fractions, attribution=attribution, tasks=tasks)
+    bench.train_parallel(jobs)
     bench.run_in_domain()
     bench.run_ood()
     paths = bench.write()

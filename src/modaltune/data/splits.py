@@ -25,6 +25,7 @@ Split files:
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -232,7 +233,9 @@ def save_split(split: dict[str, Iterable[str]], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [(c, s) for s in SPLITS for c in sorted(split.get(s, []))]
-    pd.DataFrame(rows, columns=["case_id", "split"]).to_csv(path, index=False, lineterminator="\n")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")      # atomic: parallel jobs may write the same split
+    pd.DataFrame(rows, columns=["case_id", "split"]).to_csv(tmp, index=False, lineterminator="\n")
+    tmp.replace(path)
     return path
 
 

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 import time
@@ -266,7 +267,7 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
                                       "init_from": str(init_from) if init_from else None,
                                       "frozen_runs": {k: str(v) for k, v in (slots or {}).items()},
                                       **layout.environment(), "precision": resolve_precision(cfg),
-                                      "threads": threads,
+                                      "threads": threads, "pid": os.getpid(),
                                       "started": layout.now(), "resumed": resuming, "n_train": len(split["train"]),
                                       "n_val": len(split["val"]), "n_test": len(split["test"])})
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -101,7 +102,7 @@ def _read(file: Path, settings: dict, fields: tuple[str, ...]) -> dict[str, np.n
 def _write(file: Path, settings: dict, **arrays: np.ndarray) -> None:
     """Write a cache file atomically (a temporary file, then a rename)."""
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.name + ".tmp.npz")
+    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp.npz")   # one per process (parallel benchmark jobs)
     np.savez(tmp, settings=np.array(json.dumps(settings, sort_keys=True)), **arrays)
     tmp.replace(file)
 
