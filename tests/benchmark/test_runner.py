@@ -224,3 +224,14 @@ def test_jobs_must_be_positive(small_cohort, tmp_path):
     bench = Benchmark(small_cohort.root, ["snn"], seeds=[0], out=tmp_path / "b", ood=False)
     with pytest.raises(ConfigError, match="--jobs"):
         bench.train_parallel(0)
+
+
+def test_a_task_without_labels_is_skipped_with_a_note(small_cohort, tmp_path, capsys):
+    bench = Benchmark(small_cohort.root, ["abmil", "snn"], seeds=[0], out=tmp_path / "b", ood=False)
+    spec = bench.specs[0]
+    assert bench.tasks_of(spec) == ["subtype", "survival"]
+    bench.cohort.manifest["subtype_index"] = -1            # a survival-only study: no subtype label anywhere
+    assert bench.tasks_of(spec) == ["survival"] and bench.tasks_of(spec) == ["survival"]
+    out = capsys.readouterr().out
+    assert out.count("note: abmil: no subtype run, because no patient of BRCA, NSCLC has a subtype label") == 1
+    assert "--tasks" in out

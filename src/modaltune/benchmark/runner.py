@@ -114,6 +114,7 @@ class Benchmark:
         bad = [t for t in (self.tasks or []) if t not in ("subtype", "survival")]
         if bad:
             raise ConfigError(f"unknown task(s) {bad}; known: subtype, survival")
+        self._noted: set[tuple[str, str]] = set()
         self.attributions: list[pd.DataFrame] = []
         self.rows: list[dict] = []
         self.predictions: dict[tuple, Path] = {}
@@ -132,10 +133,29 @@ class Benchmark:
             extra = deep_merge(extra, {"model": {"task": task}}, strict=False)
         return Resolver(self.config, self.overrides + [f"seed={unit.seed}"], extra)
 
+    def labelled_tasks(self, sites: Sequence[str] | None = None) -> set[str]:
+        """The tasks some patient of ``sites`` (default: the benchmark's) has a label for."""
+        m = self.cohort.manifest
+        m = m[m["site"].astype(str).isin(list(sites or self.sites))]
+        out = set()
+        if "subtype_index" in m and (m["subtype_index"].astype(int) >= 0).any():
+            out.add("subtype")
+        if "has_survival" in m and m["has_survival"].astype(bool).any():
+            out.add("survival")
+        return out
+
     def tasks_of(self, spec: MethodSpec) -> list[str | None]:
-        """The task runs of ``spec`` this benchmark trains (restricted by ``tasks``)."""
-        tasks = spec.tasks()
-        return [t for t in tasks if t is None or self.tasks is None or t in self.tasks]
+        """The task runs of ``spec`` this benchmark trains: restricted by ``tasks``, and without a task
+        no patient of the sites has a label for (skipped with a one-line note)."""
+        tasks = [t for t in spec.tasks() if t is None or self.tasks is None or t in self.tasks]
+        labelled = self.labelled_tasks()
+        skipped = [t for t in tasks if t is not None and t not in labelled]
+        for t in skipped:
+            if (spec.name, t) not in self._noted:
+                self._noted.add((spec.name, t))
+                print(f"note: {spec.spec}: no {t} run, because no patient of {', '.join(self.sites)} has a {t} "
+                      f"label (choose tasks with --tasks)")
+        return [t for t in tasks if t not in skipped]
 
     def plan(self, spec: MethodSpec, unit: Unit, task: str | None, sites: list[str]) -> list[PlannedRun]:
         """The runs of one cell, in order (shared stages resolve to the same directories)."""
