@@ -213,5 +213,5 @@ class MICEScratch(MICE):
     def default_config(cls) -> dict[str, Any]:
         """MICE's widths on the per-cohort schedule, survival loss only."""
         cfg = mice_config(MODEL_DEFAULTS, contrastive=False, per_cohort=True)
-        cfg["train"]["loss_weights"] = {"survival": 1.0, "contrastive": 0.0}
+        cfg["train"]["loss_weights"] = {"survival": 1.0}
         return cfg
