@@ -162,7 +162,8 @@ def test_train_one_site_layout_log_and_metrics(cli_cohort, tmp_path, capsys):
     rc = main(["train", "abmil", "--cohort", str(cli_cohort / "cohort"), "--out", str(out), "--set",
                "train.epochs=2", "--set", "data.bag_cap=8", "--set", "train.warmup_epochs=0"])
     assert rc == 0
-    run = out                   # one in-domain site (BLCA is OOD): the run is OUT itself
+    run = out / "BRCA"          # one in-domain site (BLCA is OOD): per-site runs are OUT/<site>, also for one site
+    assert sorted(p.name for p in out.iterdir()) == ["BRCA"]
     assert (run / "config.yaml").exists()
     assert (run / "metrics.json").exists() and (run / "predictions.csv").exists()   # evaluated at the end
     log = (run / "train.log").read_text()
@@ -177,5 +178,6 @@ def test_train_without_evaluation_says_what_to_run(cli_cohort, tmp_path, capsys)
     rc = main(["train", "abmil", "--cohort", str(cli_cohort / "cohort"), "--out", str(out), "--no-evaluate",
                "--set", "train.epochs=1", "--set", "data.bag_cap=8", "--set", "train.warmup_epochs=0"])
     assert rc == 0
-    assert (out / "config.yaml").exists() and not (out / "metrics.json").exists()
-    assert f"modaltune evaluate {out}" in capsys.readouterr().out
+    run = out / "BRCA"
+    assert (run / "config.yaml").exists() and not (run / "metrics.json").exists()
+    assert f"modaltune evaluate {run}" in capsys.readouterr().out

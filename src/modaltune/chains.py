@@ -175,9 +175,10 @@ def train_chain(method: str, cohort: Cohort, out: str | Path, *, config=None, ov
                 resume: bool = False, evaluate: bool = False) -> list[Path]:
     """``modaltune train``: every stage of ``method``'s protocol; returns the final run directories.
 
-    The final stage's runs go to ``OUT`` when there is one of them (a pooled run, or the only site
-    of the cohort or of ``data.sites``) and to ``OUT/<site>`` when there are several sites; earlier
-    stages to ``OUT/stages/<stage>[/<site>]``. Without ``resume`` every run is trained afresh. With
+    The layout does not depend on how many sites there are: a per-site stage writes
+    ``OUT/<site>`` for each site (also when the cohort or ``data.sites`` has one site), a pooled
+    stage (``data.pan_cancer``, pre-training) writes ``OUT`` itself; earlier stages go to
+    ``OUT/stages/<stage>[/<site>]``. Without ``resume`` every run is trained afresh. With
     ``evaluate`` the final runs are scored on their test split at the end (``metrics.json``,
     ``predictions.csv``); ``modaltune train`` does this after training, once.
     """
@@ -185,10 +186,9 @@ def train_chain(method: str, cohort: Cohort, out: str | Path, *, config=None, ov
 
     def run_dir_of(stage: Stage, where: str, final: bool, own: bool) -> Path:
         base = out if final else out / STAGES_DIR / stage.name
-        return base if where == "pan" or len(single) == 1 else base / where
+        return base if where == "pan" else base / where
 
     resolver = Resolver(config, overrides)
-    single = select_sites(resolver(method), cohort)
     plan = plan_chain(method, cohort, resolver, run_dir_of)
     run_chain(plan, cohort, fresh=not resume, evaluate=evaluate)
     return [r.run_dir for r in plan if r.final]

@@ -33,6 +33,24 @@ def test_kl_text_loss_matches_manual():
     assert kl_text_loss(z[0], y[0]) == pytest.approx(kl_text_loss(z[:1], y[:1]).item(), rel=1e-6)
 
 
+def test_kl_temperature_sharpens_both_softmaxes():
+    torch.manual_seed(1)
+    z, y = torch.randn(2, 32), torch.randn(2, 32)
+    t = 0.1
+    total = 0.0
+    for i in range(2):
+        p = torch.softmax(y[i] / y[i].norm() / t, 0)
+        logq = torch.log_softmax(z[i] / z[i].norm() / t, 0)
+        total += float((p * (torch.log(p) - logq)).sum())
+    assert kl_text_loss(z, y, temperature=t) == pytest.approx(total / 2 * 10.0, rel=1e-5)
+    # near-uniform regime at t = 1: the loss is ~ scale / (2 D) * |centred z_n - centred y_n|^2
+    zn, yn = torch.nn.functional.normalize(z, dim=-1), torch.nn.functional.normalize(y, dim=-1)
+    quad = float(((zn - zn.mean(-1, keepdim=True)) - (yn - yn.mean(-1, keepdim=True))).pow(2).sum(-1).mean())
+    assert kl_text_loss(z, y) == pytest.approx(10.0 / (2 * 32) * quad, rel=0.1)
+    with pytest.raises(ValueError, match="temperature"):
+        kl_text_loss(z, y, temperature=0.0)
+
+
 def test_kl_text_loss_zero_for_same_direction():
     torch.manual_seed(0)
     y = torch.randn(3, 8)

@@ -19,9 +19,9 @@ from ..evaluation.per_site import label_metrics, probe_metrics, site_means, subt
 from ..methods.base import Declaration
 from ..runs.inference import infer
 
-__all__ = ["SELECT_METRICS", "resolve_select_metric", "score_epoch", "is_better"]
+__all__ = ["SELECT_METRICS", "resolve_select_metric", "score_epoch", "is_better", "task_mean"]
 
-SELECT_METRICS = ("val_balanced_accuracy", "val_auc", "val_c_index", "val_loss", "last")
+SELECT_METRICS = ("val_balanced_accuracy", "val_auc", "val_c_index", "val_mean", "val_loss", "last")
 
 
 def resolve_select_metric(cfg: Mapping, decl: Declaration, train_df: pd.DataFrame) -> str:
@@ -49,7 +49,8 @@ def score_epoch(method, *, decl: Declaration, train_ds, val_ds, train_df: pd.Dat
     """Validation scores of the current weights (see the module docstring)."""
     nan = float("nan")
     if len(val_ds) == 0:
-        return {"val_loss": nan, "val_balanced_accuracy": nan, "val_c_index": nan, "val_ipcw_c_index": nan}
+        return {"val_loss": nan, "val_balanced_accuracy": nan, "val_c_index": nan, "val_ipcw_c_index": nan,
+                "val_mean": nan}
     kw = {"device": device, "precision": precision, "num_workers": int(cfg["data"].get("num_workers") or 0),
           "batching": decl.batching, "batch_size": int(cfg["data"].get("eval_batch_size") or 1),
           "loss_weights": cfg["train"].get("loss_weights")}
@@ -67,7 +68,16 @@ def score_epoch(method, *, decl: Declaration, train_ds, val_ds, train_df: pd.Dat
            "val_c_index": means["c_index"], "val_ipcw_c_index": means["ipcw_c_index"]}
     if decl.evaluation == "predict" and not math.isnan(means.get("auc", float("nan"))):
         out["val_auc"] = means["auc"]
+    out["val_mean"] = task_mean(out)
     return out
+
+
+def task_mean(scores: Mapping[str, float]) -> float:
+    """``val_mean``: the mean of validation balanced accuracy and C-index, over those that are numbers
+    (one multi-task embedding serves both tasks, so neither alone should choose its epoch)."""
+    vals = [float(scores[k]) for k in ("val_balanced_accuracy", "val_c_index")
+            if k in scores and not math.isnan(float(scores[k]))]
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 def is_better(score: float, best: float | None, lower: bool) -> bool:

@@ -36,14 +36,19 @@ def chain(two_mag_cohort, tmp_path_factory):
     return out, finals
 
 
+def _stage(root, name):
+    return root / "stages" / name / "BRCA"
+
+
 def _weights(run_dir):
     return torch.load(run_dir / BEST, weights_only=True)["state_dict"]
 
 
 def test_chain_trains_three_stages_and_evaluates(chain, two_mag_cohort):
-    out, finals = chain
+    root, finals = chain
+    out = root / "BRCA"                          # per-site runs live in OUT/<site>, also for one site
     assert finals == [out]
-    teacher, student = out / "stages" / "teacher", out / "stages" / "student"
+    teacher, student = _stage(root, "teacher"), _stage(root, "student")
     run = read_json(out / "run.json")
     assert run["method"] == "dmsf_distill" and run["init_from"] == str(student)
     assert run["frozen_runs"] == {"teacher": str(teacher)}
@@ -60,19 +65,19 @@ def test_chain_trains_three_stages_and_evaluates(chain, two_mag_cohort):
 
 def test_distillation_started_from_the_student(chain):
     out, _ = chain
-    dst, stu = _weights(out), _weights(out / "stages" / "student")
+    dst, stu = _weights(out / "BRCA"), _weights(_stage(out, "student"))
     assert not any(k.startswith("frozen_runs.") for k in dst)          # the teacher is not saved with it
     assert set(dst) == set(stu)
     diffs = [float((dst[k].float() - stu[k].float()).abs().max()) for k in stu if stu[k].is_floating_point()]
     assert max(diffs) < 0.01                                             # a few Adam steps at lr 1e-4 from it
     assert max(diffs) > 0                                                # and trained
-    teacher = _weights(out / "stages" / "teacher")
+    teacher = _weights(_stage(out, "teacher"))
     assert any("snn" in k for k in teacher) and not any("snn" in k for k in dst)
 
 
 def test_a_teacher_from_another_split_is_refused(chain, two_mag_cohort, tmp_path):
     out, _ = chain
     cfg = resolve_config("dmsf_distill", overrides=[*TINY, "data.split_seed=5",
-                                                    f"model.teacher_run={out / 'stages' / 'teacher'}"])
+                                                    f"model.teacher_run={_stage(out, 'teacher')}"])
     with pytest.raises(InputError, match="teacher run used another split"):
         _quiet(train_method, cfg, two_mag_cohort, resolve_split(cfg, two_mag_cohort), tmp_path / "bad")

@@ -105,6 +105,7 @@ class ModalTune(Method):
                 "projector": "frozen_random",  # frozen_random | none | trainable | model_side
                 "projector_seed": 0,
                 "kl_scale": 10.0,
+                "kl_temperature": 1.0,        # softmax temperature of the KL (paper: 1)
                 "nll_alpha": 0.4,
             },
             "train": {"epochs": 30, "lr": 1.0e-4, "weight_decay": 5.0e-4, "warmup_epochs": 10,
@@ -282,7 +283,8 @@ class ModalTune(Method):
             y = self._text_targets(batch)
             if self.model_projector is not None:
                 z = self.model_projector(z)
-            loss = kl_text_loss(z, y, scale=float(self.mcfg["kl_scale"]))
+            loss = kl_text_loss(z, y, scale=float(self.mcfg["kl_scale"]),
+                                temperature=float(self.mcfg["kl_temperature"]))
             return LossOutput({"kl": loss}, {"kl": float(loss.detach())})
         logs: dict[str, float] = {}
         loss = z.sum() * 0.0
