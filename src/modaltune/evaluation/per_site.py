@@ -18,6 +18,7 @@ import pandas as pd
 
 from .classification import classification_summary
 from .metrics import balanced_accuracy, c_index, ipcw_c_index_detail
+from .probe_penalty import PAPER_PENALIZER, choose_penalizer, penalizer_setting
 from .probes import check_logreg, fit_subtype_probe, fit_survival_probe
 
 __all__ = ["METRIC_KEYS", "SITE_METRICS", "subtype_labels", "survival_arrays", "probe_options", "probe_metrics",
@@ -66,9 +67,10 @@ def probe_options(cfg: Mapping | None) -> dict:
     """The probe settings of a run config's ``eval`` section, checked (a bad value is a ConfigError,
     raised by the training engine before the first epoch rather than at the first probe)."""
     ev = dict((cfg or {}).get("eval", {}) or {})
+    penalizer, grid = penalizer_setting(ev)
     opts = {"max_iter": int(ev.get("logreg_max_iter", 200)), "solver": str(ev.get("logreg_solver", "liblinear")),
             "C": ev.get("logreg_c", 1.0), "class_weight": ev.get("logreg_class_weight"),
-            "penalizer": float(ev.get("cph_penalizer", 0.1)), "seed": int((cfg or {}).get("seed", 0) or 0)}
+            "penalizer": penalizer, "penalizer_grid": grid, "seed": int((cfg or {}).get("seed", 0) or 0)}
     check_logreg(opts["C"], opts["class_weight"])
     return opts
 
@@ -108,7 +110,7 @@ def _probe_site(Xtr, dtr, Xev, dev, opts) -> tuple[dict, np.ndarray, np.ndarray]
 
 
 def probe_metrics(emb_train, emb_test, df_train, df_test, per_site: bool = True, *, cfg: Mapping | None = None,
-                  return_predictions: bool = False):
+                  return_predictions: bool = False, val: tuple | None = None):
     """Fit probes on the training embeddings and score the evaluation embeddings, per site.
 
     Args:
@@ -119,6 +121,9 @@ def probe_metrics(emb_train, emb_test, df_train, df_test, per_site: bool = True,
         cfg: run config (``eval.logreg_max_iter``, ``eval.logreg_solver``, ``eval.cph_penalizer``, ``seed``).
         return_predictions: also return a DataFrame of evaluation predictions
             (``case_id, site, risk, pred_class, subtype, survival_months, event, has_survival``).
+        val: ``(emb_val, df_val)``, the validation patients that choose the Cox penalty when
+            ``eval.cph_penalizer`` is ``auto`` (:mod:`modaltune.evaluation.probe_penalty`); without
+            them ``auto`` falls back to the paper's 0.1. Each site's metrics record ``cph_penalizer``.
 
     Returns:
         ``{site: {"balanced_accuracy", "c_index", "ipcw_c_index", "n", "n_events", "n_train",
@@ -127,6 +132,15 @@ def probe_metrics(emb_train, emb_test, df_train, df_test, per_site: bool = True,
     Xtr = np.asarray(emb_train, dtype=np.float64).reshape(len(df_train), -1)
     Xev = np.asarray(emb_test, dtype=np.float64).reshape(len(df_test), -1)
     opts = probe_options(cfg)
+    why = None
+    if opts["penalizer"] == "auto":
+        chosen = None
+        if val is not None and len(val[1]):
+            site_fn = (lambda d: d) if per_site else (lambda d: d.assign(site="all"))
+            chosen, _ = choose_penalizer(Xtr, val[0], site_fn(df_train), site_fn(val[1]), opts["penalizer_grid"])
+        if chosen is None:
+            why = f"cph_penalizer auto: no validation patients with survival to choose on, paper's {PAPER_PENALIZER} used"
+        opts = {**opts, "penalizer": PAPER_PENALIZER if chosen is None else chosen}
     site_tr = df_train["site"].astype(str).to_numpy() if per_site else np.full(len(df_train), "all")
     site_ev = df_test["site"].astype(str).to_numpy() if per_site else np.full(len(df_test), "all")
     metrics: dict[str, dict] = {}
@@ -140,6 +154,9 @@ def probe_metrics(emb_train, emb_test, df_train, df_test, per_site: bool = True,
                              "n_subtype": 0, "notes": "no training patients of this site: probes not fitted"}
             continue
         metrics[site], pred[mev], risk[mev] = _probe_site(Xtr[mtr], df_train[mtr], Xev[mev], df_test[mev], opts)
+        metrics[site]["cph_penalizer"] = float(opts["penalizer"])
+        if why:
+            metrics[site]["notes"] = "; ".join(filter(None, [metrics[site].get("notes"), why]))
     if not return_predictions:
         return metrics
     return metrics, predictions_frame(df_test, pred, risk)

@@ -61,10 +61,17 @@ def _km_plots(run_dir: Path, preds: pd.DataFrame, metrics: dict, suffix: str = "
         metrics[site]["logrank_p"] = km["p_value"]
 
 
-def _probe(run: LoadedRun, tr_ids: Sequence[str], te_ids: Sequence[str], absent: Sequence[str] = ()):
+def _probe(run: LoadedRun, tr_ids: Sequence[str], te_ids: Sequence[str], absent: Sequence[str] = (),
+           va_ids: Sequence[str] = ()):
+    """Probes fitted on ``tr_ids``, scored on ``te_ids``; the validation patients ``va_ids`` are embedded
+    only when they choose the Cox penalty (``eval.cph_penalizer: auto``)."""
     df_tr, df_te = manifest_rows(run.cohort, tr_ids), manifest_rows(run.cohort, te_ids)
     tr, te = run_inference(run, tr_ids), run_inference(run, te_ids, absent=absent)
-    metrics, preds = probe_metrics(tr.embeddings, te.embeddings, df_tr, df_te, cfg=run.cfg, return_predictions=True)
+    val = None
+    if str(run.cfg.get("eval", {}).get("cph_penalizer")).lower() == "auto" and len(va_ids):
+        val = (run_inference(run, va_ids).embeddings, manifest_rows(run.cohort, va_ids))
+    metrics, preds = probe_metrics(tr.embeddings, te.embeddings, df_tr, df_te, cfg=run.cfg, return_predictions=True,
+                                   val=val)
     return metrics, preds, tr, te
 
 
@@ -104,7 +111,7 @@ def evaluate_run(run_dir: str | Path, cohort: Cohort | None = None, eval_sites: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if run.declaration.evaluation == "probe":
-            metrics, preds, tr, te = _probe(run, split["train"], split["test"], absent)
+            metrics, preds, tr, te = _probe(run, split["train"], split["test"], absent, split.get("val", []))
             np.savez_compressed(rd / result_name(layout.EMBEDDINGS, absent), case_id=np.asarray(tr.ids + te.ids),
                                 split=np.asarray(["train"] * len(tr.ids) + ["test"] * len(te.ids)),
                                 site=np.asarray(tr.sites + te.sites),
@@ -147,7 +154,7 @@ def evaluate_ood(run_dir: str | Path, cohort: Cohort, ood_sites: Sequence[str], 
                          fix="use a split covering the OOD sites (pipeline.resolve_split over the whole cohort)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        metrics, preds, _, _ = _probe(run, tr_ids, te_ids)
+        metrics, preds, _, _ = _probe(run, tr_ids, te_ids, va_ids=in_site(split.get("val", [])))
     preds.insert(2, "split", "test")
     preds.to_csv(run.run_dir / layout.PREDICTIONS_OOD, index=False)
     _km_plots(run.run_dir, preds, metrics, suffix="_ood")

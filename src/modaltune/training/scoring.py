@@ -59,7 +59,8 @@ def score_epoch(method, *, decl: Declaration, train_ds, val_ds, train_df: pd.Dat
         if decl.evaluation == "probe":
             val = infer(method, val_ds, embed=True, loss=True, **kw)
             tr = infer(method, train_ds, embed=True, **kw)
-            per_site = probe_metrics(tr.embeddings, val.embeddings, train_df, val_df, cfg=cfg)
+            per_site = probe_metrics(tr.embeddings, val.embeddings, train_df, val_df, cfg=cfg,
+                                     val=(val.embeddings, val_df))
         else:
             val = infer(method, val_ds, embed=False, predict=True, loss=True, **kw)
             per_site = label_metrics(val_df, val.pred_class, val.risk, train_df, logits=val.logits)
