@@ -82,6 +82,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "encoder": "minilm",      # minilm (packaged, offline) | sentence-transformers | hf | conch
         "path": None,             # local model directory / checkpoint for non-default encoders
         "batch_size": 64,
+        "omit": [],               # prompt items left out (e.g. [stage, t, n, m]; see data.prompts.PROMPT_ITEMS)
     },
     "report": {                   # reports as a modality (methods declaring report inputs)
         "encoder": "minilm",      # any registered text encoder; BioBERT via hf + path for MICE's setting

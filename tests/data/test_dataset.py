@@ -257,6 +257,22 @@ def test_prompts_use_train_fitted_site_edges(monkeypatch):
     assert len(ds) == 2
 
 
+def test_prompt_items_can_be_left_out():
+    c = survival_cohort()
+    s = FittedState.fit(c, train_ids(c))
+    ids = ["BRCA-01", "NSCLC-01"]
+    full = PatientDataset(c, ids, s, train=False)
+    for omit, gone in ((("stage", "t", "n", "m"), ("Overall stage", "Tumor stage", "Lymph node", "Distant")),
+                       (("survival_status",), ("Survival status",))):
+        ds = PatientDataset(c, ids, s, train=False, prompt_omit=omit)
+        for i in range(len(ids)):
+            for kept, prompt in zip(full.prompts(i), ds.prompts(i)):
+                assert not any(g in prompt for g in gone)
+                assert set(prompt.split("; ")) <= set(kept.split("; "))      # the other items unchanged
+    with pytest.raises(Exception, match="unknown prompt item"):
+        PatientDataset(c, ids, s, train=False, prompt_omit=("grade",))
+
+
 def test_unknown_case_rejected():
     c = survival_cohort()
     s = FittedState.fit(c, train_ids(c))

@@ -31,7 +31,7 @@ from ..errors import ConfigError, InputError, warn_input
 from .fitted_state import FittedState
 from .labels import assign_bins
 from .patient import INPUTS, Patient
-from .prompts import TASKS, build_prompts
+from .prompts import PROMPT_ITEMS, TASKS, build_prompts
 from .slides import Slide, SlideCache, concat_slides, load_slide
 
 __all__ = ["PatientDataset", "LEGACY_INPUTS", "MODALITIES"]
@@ -68,6 +68,9 @@ class PatientDataset(Dataset):
             their flags are false and their inputs empty or zero, as for a patient who lacks them
             (missing-modality studies at test time).
         cache_size: number of loaded feature files kept in memory.
+        prompt_omit: prompt items left out of every patient's text prompts (``text.omit``; names in
+            :data:`~modaltune.data.prompts.PROMPT_ITEMS`), e.g. the stage items for the paper's
+            Table 7 "w/o stage" setting.
     """
 
     def __init__(self, cohort, case_ids: Sequence[str], state: FittedState, *, train: bool,
@@ -75,7 +78,11 @@ class PatientDataset(Dataset):
                  text_cache: Mapping[str, Any] | None = None, report_cache: Mapping[str, Any] | None = None,
                  report_token_cache: Mapping[str, Any] | None = None, magnification: str = "primary",
                  seed: int = 0, eval_bag_cap: int | None = None, grid: int | None = None,
-                 absent: Sequence[str] = (), cache_size: int = 16):
+                 absent: Sequence[str] = (), cache_size: int = 16, prompt_omit: Sequence[str] = ()):
+        bad_items = sorted(set(prompt_omit) - set(PROMPT_ITEMS))
+        if bad_items:
+            raise ConfigError(f"text.omit names unknown prompt item(s) {bad_items}; known: {list(PROMPT_ITEMS)}")
+        self.prompt_omit = frozenset(prompt_omit)
         if magnification not in _MAGNIFICATIONS:
             raise ConfigError(f"magnification must be one of {_MAGNIFICATIONS}, not '{magnification}'")
         if inputs is None:
@@ -236,8 +243,10 @@ class PatientDataset(Dataset):
 
     def _build_prompts(self, row: Mapping) -> list[str]:
         """The patient's prompts (missing values are left out by :func:`build_prompts` itself)."""
-        if not row["has_survival"]:
+        if not row["has_survival"] or "survival_status" in self.prompt_omit:
             row = {**row, "survival_months": None, "event": None}
+        if self.prompt_omit:
+            row = {**row, **{k: None for k in self.prompt_omit if k != "survival_status"}}
         p = build_prompts(row, self.state.edges_for(row["site"]))
         return [p[t] for t in TASKS]
 

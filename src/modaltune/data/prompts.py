@@ -26,7 +26,7 @@ import numpy as np
 from .formats.tables import text_or_none
 from .labels import assign_bins
 
-__all__ = ["TASKS", "build_prompts", "survival_status_text", "bin_text"]
+__all__ = ["TASKS", "PROMPT_ITEMS", "build_prompts", "survival_status_text", "bin_text"]
 
 #: Prompt tasks, in the row order of a patient's text embeddings.
 TASKS: tuple[str, ...] = ("general", "survival", "diagnosis")
@@ -39,6 +39,9 @@ _ITEMS = (  # (row key, label)
     ("n", "Lymph node status"),
     ("m", "Distant metastasis status"),
 )
+
+#: Names of the prompt items (``text.omit`` may leave any of them out).
+PROMPT_ITEMS: tuple[str, ...] = tuple(k for k, _ in _ITEMS) + ("survival_status",)
 
 
 def _number(v: Any) -> float | None:

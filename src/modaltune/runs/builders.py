@@ -142,7 +142,8 @@ def make_dataset(cohort: Cohort, ids: Sequence[str], state: FittedState, cfg: Ma
                           bag_cap=d.get("bag_cap") if train else None, magnification=d.get("magnification", "primary"),
                           seed=int(cfg["seed"]), eval_bag_cap=d.get("eval_bag_cap"), grid=d.get("grid"),
                           text_cache=caches.get("text_targets"), report_cache=caches.get("report_embedding"),
-                          report_token_cache=caches.get("report_tokens"), absent=absent)
+                          report_token_cache=caches.get("report_tokens"), absent=absent,
+                          prompt_omit=tuple((cfg.get("text") or {}).get("omit") or ()))
 
 
 def manifest_rows(cohort: Cohort, ids: Sequence[str]) -> pd.DataFrame:
