@@ -96,7 +96,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "logreg_solver": "liblinear",
         "logreg_c": 1.0,              # inverse L2 strength of the subtype probe (paper: sklearn's 1.0)
         "logreg_class_weight": None,  # None (paper) | balanced (for heavily imbalanced subtypes)
-        "cph_penalizer": 0.1,         # Cox probe ridge penalty (paper 0.1) | auto: chosen on validation
+        "cph_penalizer": "auto",      # Cox probe ridge penalty: auto = chosen on validation | a number (paper 0.1)
         "cph_penalizer_grid": [0.1, 0.3, 1.0, 3.0, 10.0],   # candidates of auto
         "ood_sites": None,        # held-out sites for OOD evaluation (None = cohort's ood flag)
     },

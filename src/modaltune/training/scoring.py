@@ -25,8 +25,11 @@ SELECT_METRICS = ("val_balanced_accuracy", "val_auc", "val_c_index", "val_mean",
 
 
 def resolve_select_metric(cfg: Mapping, decl: Declaration, train_df: pd.DataFrame) -> str:
-    """``train.select_metric``; "auto" = the metric of a single-task run, else validation balanced
-    accuracy when subtype labels exist, else validation C-index."""
+    """``train.select_metric``; "auto" = the metric of a single-task run; for a multi-task run with
+    subtype labels ``val_mean`` (mean of validation balanced accuracy and C-index) when one probed
+    embedding serves both tasks (ModalTune; the paper selected on classification alone, which the
+    ``paper`` configs keep) and validation balanced accuracy otherwise; without subtype labels the
+    validation C-index."""
     name = str(cfg["train"].get("select_metric", "auto"))
     if name == "auto" and decl.select_metric != "auto":
         name = decl.select_metric
@@ -41,7 +44,10 @@ def resolve_select_metric(cfg: Mapping, decl: Declaration, train_df: pd.DataFram
     y = subtype_labels(train_df)
     sites = train_df["site"].astype(str).to_numpy()
     has_sub = any(len(np.unique(y[(sites == s) & (y >= 0)])) >= 2 for s in np.unique(sites))
-    return "val_balanced_accuracy" if has_sub else "val_c_index"
+    if not has_sub:
+        return "val_c_index"
+    # one probed embedding serves both tasks: neither task alone chooses its epoch (issue 15)
+    return "val_mean" if decl.evaluation == "probe" else "val_balanced_accuracy"
 
 
 def score_epoch(method, *, decl: Declaration, train_ds, val_ds, train_df: pd.DataFrame, val_df: pd.DataFrame,
