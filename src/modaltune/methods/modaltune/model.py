@@ -16,6 +16,10 @@ Config switches (``model.*``; Table 8 ablations in brackets):
   (cross-entropy) on the diagnosis-task output and a discrete-time survival head (NLL) on the
   survival-task output (each falls back to the general task when its task is not in ``tasks``);
   ``info.task`` picks which of the two losses are used.
+- ``kl_temperature``: softmax temperature of the KL (paper 1; see :func:`kl_text_loss`).
+- ``survival_head``: not in the paper (issue 15): a discrete-time NLL head on the probed general
+  output, trained beside the KL (weight ``train.loss_weights.nll``); the text targets' survival
+  content is mostly the died / censored word, which carries little risk (``benchmarks/README.md``).
 - ``single_task_prompt`` [Single Task Prompt]: ``T = 1`` (general prompt only, no task token, as
   the reference code's single-task model).
 - ``projector`` [No / Trainable / Model-side Projector]:
@@ -106,6 +110,7 @@ class ModalTune(Method):
                 "projector_seed": 0,
                 "kl_scale": 10.0,
                 "kl_temperature": 1.0,        # softmax temperature of the KL (paper: 1)
+                "survival_head": False,       # add an NLL survival head on the probed (general) output
                 "nll_alpha": 0.4,
             },
             "train": {"epochs": 30, "lr": 1.0e-4, "weight_decay": 5.0e-4, "warmup_epochs": 10,
@@ -215,6 +220,8 @@ class ModalTune(Method):
                         p.requires_grad_(False)
             elif m["projector"] == "model_side":
                 self.model_projector = nn.Linear(self.d_final, self.text_dim)
+            if m["survival_head"]:
+                self.survival_head = nn.Linear(self.d_final, max(1, int(info.n_bins)))
         else:
             self.subtype_head = nn.Linear(self.d_final, max(1, int(info.n_classes)))
             self.survival_head = nn.Linear(self.d_final, max(1, int(info.n_bins)))
@@ -281,11 +288,14 @@ class ModalTune(Method):
         z = self.forward(batch)                                     # [T, d_final]
         if self.mcfg["text_embedding"]:
             y = self._text_targets(batch)
-            if self.model_projector is not None:
-                z = self.model_projector(z)
-            loss = kl_text_loss(z, y, scale=float(self.mcfg["kl_scale"]),
-                                temperature=float(self.mcfg["kl_temperature"]))
-            return LossOutput({"kl": loss}, {"kl": float(loss.detach())})
+            z_text = self.model_projector(z) if self.model_projector is not None else z
+            kl = kl_text_loss(z_text, y, scale=float(self.mcfg["kl_scale"]),
+                              temperature=float(self.mcfg["kl_temperature"]))
+            terms, logs = {"kl": kl}, {"kl": float(kl.detach())}
+            nll = self._survival_nll(z[self.general_index], batch) if self.survival_head is not None else None
+            if nll is not None:
+                terms["nll"], logs["nll"] = nll, float(nll.detach())
+            return LossOutput(terms, logs)
         logs: dict[str, float] = {}
         loss = z.sum() * 0.0
         task = getattr(self.info, "task", "multi")
@@ -299,18 +309,23 @@ class ModalTune(Method):
                 loss = loss + ce
                 logs["ce"] = float(ce.detach())
         if task in ("survival", "multi"):
-            has_s = bool(torch.as_tensor(batch.get("has_survival", False)).item())
-            b = int(torch.as_tensor(batch.get("survival_bin", -1)).item())
-            if has_s and b >= 0:
-                nll = nll_survival_loss(self.survival_head(z[self._task_index("survival")]),
-                                        torch.tensor(b, device=dev),
-                                        torch.as_tensor(batch["event"], device=dev).float(),
-                                        alpha=float(self.mcfg["nll_alpha"]))
+            nll = self._survival_nll(z[self._task_index("survival")], batch)
+            if nll is not None:
                 terms["nll"] = nll
                 loss = loss + nll
                 logs["nll"] = float(nll.detach())
         logs["loss"] = float(loss.detach())
         return LossOutput(terms or {"loss": loss}, logs)
+
+    def _survival_nll(self, z: torch.Tensor, batch: dict) -> torch.Tensor | None:
+        """Discrete-time NLL of the survival head on one output ``[d_final]`` (None without survival)."""
+        has_s = bool(torch.as_tensor(batch.get("has_survival", False)).item())
+        b = int(torch.as_tensor(batch.get("survival_bin", -1)).item())
+        if not has_s or b < 0:
+            return None
+        return nll_survival_loss(self.survival_head(z), torch.tensor(b, device=z.device),
+                                 torch.as_tensor(batch["event"], device=z.device).float(),
+                                 alpha=float(self.mcfg["nll_alpha"]))
 
     @contextlib.contextmanager
     def _eval_mode(self):
