@@ -51,3 +51,17 @@ def test_quick_demo_end_to_end(tmp_path):
         summary["oracle_c_index"]["BRCA"])
     results = pd.DataFrame(saved["results"])
     assert np.isfinite(results["value"]).all() and set(results["table"]) == {"table2", "table3"}
+
+
+def test_ood_note_counts_the_test_patients_and_events(tmp_path):
+    import pandas as pd
+
+    from modaltune.demo.modaltune import ood_note
+
+    (tmp_path / "splits").mkdir()
+    pd.DataFrame({"case_id": ["a", "b", "c", "d"], "site": ["BLCA", "BLCA", "BLCA", "BRCA"],
+                  "event": [1, 0, 1, 1]}).to_csv(tmp_path / "manifest.csv", index=False)
+    pd.DataFrame({"case_id": ["a", "b", "c", "d"], "split": ["test", "test", "train", "test"]}).to_csv(
+        tmp_path / "splits" / "holdout_seed0.csv", index=False)
+    note = ood_note(tmp_path, 0, ["BLCA"])
+    assert "BLCA 2 test patients, 1 events" in note and "noise" in note
