@@ -17,6 +17,7 @@ import pandas as pd
 from ..data.cohort import Cohort
 from ..errors import ConfigError, InputError
 from ..evaluation.per_site import add_overall, label_metrics, predictions_frame, probe_metrics
+from ..evaluation.probe_penalty import penalizer_setting
 from ..utils import write_json
 from . import layout
 from .builders import make_dataset, manifest_rows
@@ -68,7 +69,7 @@ def _probe(run: LoadedRun, tr_ids: Sequence[str], te_ids: Sequence[str], absent:
     df_tr, df_te = manifest_rows(run.cohort, tr_ids), manifest_rows(run.cohort, te_ids)
     tr, te = run_inference(run, tr_ids), run_inference(run, te_ids, absent=absent)
     val = None
-    if str(run.cfg.get("eval", {}).get("cph_penalizer")).lower() == "auto" and len(va_ids):
+    if penalizer_setting(run.cfg.get("eval") or {})[0] == "auto" and len(va_ids):
         val = (run_inference(run, va_ids).embeddings, manifest_rows(run.cohort, va_ids))
     metrics, preds = probe_metrics(tr.embeddings, te.embeddings, df_tr, df_te, cfg=run.cfg, return_predictions=True,
                                    val=val)
