@@ -15,7 +15,10 @@ the paper's Eq. 18 uses 1 / 1, spec (k) Q4):
   (2); for subtypes over the patient's site's classes, for survival over the hazard logits as the
   code does (spec (k) Q7);
 - ``feat``: ``MSE(f_s^m, f_t^m)`` between the student's ``[P_1; P_2]`` and the teacher's
-  ``[X_T; X_E]`` of the same magnification (mean over rows and features).
+  ``[X_T; X_E]`` of the same magnification (mean over rows and features). ``model.feat_match``:
+  ``ordered`` (the code: prototype 1 to the tumor subspace) or ``best`` (per patient the better of
+  the two prototype orders, since the prototypes come in the clustering's score order, not in a
+  compartment order; :func:`.losses.prototype_mse`).
 
 The teacher runs under ``no_grad`` and only inside :meth:`DMSFDistill.loss`; the KD and feature
 terms use only patients that have expression (the teacher's input), others add their task loss
@@ -32,14 +35,13 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import ConfigError
 from ...registry import METHODS
 from ..base import CohortInfo, LossOutput, Stage
 from .common import DMSF_VARIANTS, EXPERTS, dmsf_model_defaults, stage_train
-from .losses import kd_kl_loss
+from .losses import FEAT_MATCH, kd_kl_loss, prototype_mse
 from .student import DMSFStudent
 from .teacher import DMSFTeacher
 
@@ -58,7 +60,7 @@ class DMSFDistill(DMSFStudent):
     @classmethod
     def default_config(cls) -> dict[str, Any]:
         """Shared DMSF model settings + ``teacher_run``; lr 1e-4, batch 16, loss weights 1 / 0.01 / 0.01."""
-        return {"model": {**dmsf_model_defaults(), "teacher_run": None},
+        return {"model": {**dmsf_model_defaults(), "teacher_run": None, "feat_match": "ordered"},
                 "train": stage_train(1e-4, 16, loss_weights={"task": 1.0, "kd": 0.01, "feat": 0.01})}
 
     @classmethod
@@ -75,6 +77,9 @@ class DMSFDistill(DMSFStudent):
     def __init__(self, cfg: dict, info: CohortInfo, frozen=None):
         super().__init__(cfg, info, frozen)
         self.temperature = float(self.mcfg["temperature"])
+        self.feat_match = str(self.mcfg.get("feat_match", "ordered"))
+        if self.feat_match not in FEAT_MATCH:
+            raise ConfigError(f"model.feat_match must be one of {FEAT_MATCH}, got {self.feat_match!r}")
         teacher = self.teacher
         if teacher is not None:
             if not isinstance(teacher, DMSFTeacher) or teacher.task != self.task:
@@ -128,7 +133,7 @@ class DMSFDistill(DMSFStudent):
         kd = feat = None
         for e in EXPERTS:
             k = self._kd(out[e]["logits"], t_out[e]["logits"].detach(), batch, rows)
-            f = F.mse_loss(out[e]["features"][rows].float(), t_out[e]["features"][rows].detach().float())
+            f = prototype_mse(out[e]["features"][rows], t_out[e]["features"][rows].detach(), self.feat_match)
             logs[f"kd_{e}"], logs[f"feat_{e}"] = float(k.detach()), float(f.detach())
             kd = k if kd is None else kd + k
             feat = f if feat is None else feat + f

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ...errors import ConfigError, InputError
 
-__all__ = ["DEV_FORMS", "CGC_MODES", "dev_loss", "kd_kl_loss", "survival_nll_rows", "partial_logits",
+__all__ = ["DEV_FORMS", "CGC_MODES", "FEAT_MATCH", "prototype_mse", "dev_loss", "kd_kl_loss", "survival_nll_rows", "partial_logits",
            "class_confidence", "survival_confidence", "project_out", "coordinate_rows"]
 
 DEV_FORMS = ("code", "paper")
@@ -188,3 +188,37 @@ def coordinate_rows(g_tumor: Tensor, g_tme: Tensor, conf_tumor: float, conf_tme:
     elif conf_tme < conf_tumor:
         new_e[conflict] = project_out(g_tme[conflict], g_tumor[conflict], mode)
     return new_t, new_e, conflict
+
+
+FEAT_MATCH = ("ordered", "best")
+
+
+def prototype_mse(student: Tensor, teacher: Tensor, match: str = "ordered") -> Tensor:
+    """Feature distillation: MSE between the student's ``[P_1; P_2]`` and the teacher's ``[X_T; X_E]``.
+
+    ``ordered`` (the official code) compares prototype 1 with the tumor and prototype 2 with the
+    TME subspace. But the student's prototypes come in the clustering's *score* order, which is not
+    tied to a compartment: for one patient prototype 1 may be the tumor cluster, for the next the
+    microenvironment, so the ordered target asks the same prototype to be the tumor feature for some
+    patients and the TME feature for others. ``best`` takes, per patient, the smaller MSE of the two
+    prototype orders (the teacher side fixed), a permutation-invariant match of prototypes to
+    subspaces.
+
+    Args:
+        student: ``[B, 2d]``.
+        teacher: ``[B, 2d]``.
+        match: ``ordered`` or ``best``.
+
+    Returns:
+        Scalar: mean over patients and features.
+    """
+    if match not in FEAT_MATCH:
+        raise ConfigError(f"model.feat_match must be one of {FEAT_MATCH}, got {match!r}")
+    s, t = student.float(), teacher.float()
+    straight = ((s - t) ** 2).mean(-1)
+    if match == "ordered":
+        return straight.mean()
+    half = s.shape[-1] // 2
+    swapped = ((torch.cat([s[:, half:], s[:, :half]], -1) - t) ** 2).mean(-1)
+    return torch.minimum(straight, swapped).mean()
+
