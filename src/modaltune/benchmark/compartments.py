@@ -64,7 +64,9 @@ def compartment_agreement(run_dir: str | Path, truth_dir: str | Path, cohort: Co
         seed: seed of the permutations.
 
     Returns:
-        One row per test patient: ``case_id, ari, accuracy, chance_accuracy, tumor_share``.
+        One row per test patient: ``case_id, ari, accuracy, chance_accuracy, tumor_share`` and
+        ``tumor_cluster``, the cluster (prototype index 0 or 1) holding the larger share of tumor
+        patches: whether the student's prototype order follows the compartments across patients.
     """
     from sklearn.metrics import adjusted_rand_score
 
@@ -87,16 +89,20 @@ def compartment_agreement(run_dir: str | Path, truth_dir: str | Path, cohort: Co
         acc = float(max(np.mean(assign == truth), np.mean(assign != truth)))
         perm = [max(np.mean(p == truth), np.mean(p != truth)) for p in
                 (rng.permutation(assign) for _ in range(n_permutations))]
+        share = [float(truth[assign == c].mean()) if np.any(assign == c) else float("nan") for c in (0, 1)]
         rows.append({"case_id": case, "ari": float(adjusted_rand_score(truth, assign)), "accuracy": acc,
-                     "chance_accuracy": float(np.mean(perm)), "tumor_share": float(truth.mean())})
+                     "chance_accuracy": float(np.mean(perm)), "tumor_share": float(truth.mean()),
+                     "tumor_cluster": int(np.nanargmax(share)) if not all(map(np.isnan, share)) else -1})
     return pd.DataFrame(rows)
 
 
 def summarise_agreement(df: pd.DataFrame) -> dict[str, float]:
-    """Mean ARI / accuracy / chance accuracy and the Wilcoxon p-value of ARI > 0."""
+    """Mean ARI / accuracy / chance accuracy, the Wilcoxon p-value of ARI > 0, and the share of
+    patients whose tumor patches sit mostly in prototype 0 (``tumor_first``)."""
     from scipy.stats import wilcoxon
 
     ari = df["ari"].to_numpy(float)
     p = float(wilcoxon(ari, alternative="greater").pvalue) if len(ari) > 1 and np.any(ari != 0) else float("nan")
     return {"n": int(len(df)), "ari": float(ari.mean()), "accuracy": float(df["accuracy"].mean()),
-            "chance_accuracy": float(df["chance_accuracy"].mean()), "p_ari_above_0": p}
+            "chance_accuracy": float(df["chance_accuracy"].mean()), "p_ari_above_0": p,
+            "tumor_first": float((df["tumor_cluster"] == 0).mean()) if "tumor_cluster" in df else float("nan")}
