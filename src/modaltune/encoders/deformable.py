@@ -39,8 +39,11 @@ the softmax run in the parameters' dtype (fp32) with autocast switched off. In b
 bits) a lattice coordinate near 12 is resolved to ~0.06 cells and a normalised position to
 ~0.004, the same order as the differences the CPB has to express (rows of the attention map of
 the teacher differ only through the CPB, by ~1e-3, spec (b) teacher item 2), so bf16 would
-quantise away both the sub-cell offsets and their gradients. These parts are cheap next to the
-projections and the ``QK^T`` / ``AV`` products, which do run under autocast.
+quantise away both the sub-cell offsets and their gradients. The projections and the ``QK^T`` /
+``AV`` products do run under autocast. Cost: the continuous position bias, not the attention
+products, dominates this layer (an MLP over every (query, sampled key, group) pair; on CPU at the
+paper size it makes the layer slower than dense attention, though ~5x leaner in memory;
+``benchmarks/README.md``).
 
 Deviations: offsets are normalised by the lattice's own width/height (the official helper swaps
 them, which only matters for non-square maps); ``log1p`` instead of ``log(1 + x)``.
