@@ -144,6 +144,21 @@ def test_stage_settings_are_checked(small_cohort):
         resolve_config(TWO, overrides=["stages.pre.train.epoch=2"])
 
 
+def test_a_benchmark_applies_stage_overrides_only_where_the_stage_exists():
+    from modaltune.chains import check_stage_overrides
+
+    sets = ["stages.pre.train.epochs=3", "train.epochs=2"]
+    with pytest.raises(ConfigError, match="unknown stage"):      # one method alone: strict, as before
+        Resolver(None, sets)(STUDENT)
+    student = Resolver(None, sets, stages_where_present=True)(STUDENT)
+    assert student["train"]["epochs"] == 2 and not student.get("stages")
+    two = Resolver(None, sets, stages_where_present=True)(TWO)
+    assert two["stages"]["pre"]["train"]["epochs"] == 3 and two["train"]["epochs"] == 2
+    check_stage_overrides([TWO, STUDENT], None, sets)            # some method has stage 'pre'
+    with pytest.raises(ConfigError, match="no method here has"):
+        check_stage_overrides([STUDENT], None, sets)            # none has: a typo is not a no-op
+
+
 def test_pretrain_only_sites_join_pretraining_but_are_never_fine_tuned(small_cohort, tmp_path):
     def run_dir_of(stage, where, final, own):
         return tmp_path / stage.name / where

@@ -65,3 +65,21 @@ def test_ood_note_counts_the_test_patients_and_events(tmp_path):
         tmp_path / "splits" / "holdout_seed0.csv", index=False)
     note = ood_note(tmp_path, 0, ["BLCA"])
     assert "BLCA 2 test patients, 1 events" in note and "noise" in note
+
+
+@pytest.mark.slow
+def test_quick_disentangled_demo_reports_the_student_clusters(tmp_path):
+    from modaltune.demo.disentangled import run_disentangled_demo
+
+    summary = run_disentangled_demo(tmp_path, quick=True, seed=0, folds=2, methods=("dmsf_student", "dmsf_distill"))
+    md = (tmp_path / "demo_results.md").read_text()
+    assert "DMSF student" in md and "tumor in prototype 0" in md
+    agree = pd.read_csv(tmp_path / "benchmark" / "compartments.csv")
+    assert sorted(agree["unit"]) == ["fold0_seed0", "fold0_seed0", "fold1_seed0", "fold1_seed0"]
+    assert agree["ari"].between(-1, 1).all() and agree["tumor_first"].between(0, 1).all()
+    assert summary["system"] == "disentangled" and summary["results"]
+    # quick means two epochs in every stage of the distillation chain, not only its last one
+    runs = tmp_path / "benchmark" / "runs"
+    for stage in ("dmsf_teacher", "dmsf_student", "dmsf_distill"):
+        for hist in (runs / stage).rglob("history.csv"):
+            assert len(pd.read_csv(hist)) == 2, hist

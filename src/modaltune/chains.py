@@ -43,10 +43,43 @@ class Resolver:
     file: str | Path | None = None
     overrides: Sequence[str] = ()
     extra: dict | None = None
+    #: a benchmark's overrides reach methods of different protocols: ``stages.<name>.*`` then
+    #: applies to the methods that have a stage ``<name>`` (the benchmark checks that one does)
+    stages_where_present: bool = False
 
     def __call__(self, method: str) -> dict:
         """The resolved config of ``method``."""
-        return resolve_config(method, file=self.file, overrides=list(self.overrides), extra=self.extra)
+        overrides = list(self.overrides)
+        staged = [o for o in overrides if stage_of_override(o)]
+        if self.stages_where_present and staged:
+            plain = [o for o in overrides if o not in staged]
+            base = resolve_config(method, file=self.file, overrides=plain, extra=self.extra)
+            names = {st.name for st in method_class(base).stages(base)}
+            overrides = plain + [o for o in staged if stage_of_override(o) in names]
+        return resolve_config(method, file=self.file, overrides=overrides, extra=self.extra)
+
+
+def check_stage_overrides(methods: Sequence[str], file, overrides: Sequence[str]) -> None:
+    """Refuse a ``stages.<name>.*`` override that none of ``methods`` has a stage for (a typo, not a
+    no-op, where :class:`Resolver` applies such overrides only where the stage exists)."""
+    wanted = {stage_of_override(o) for o in overrides} - {None}
+    if not wanted:
+        return
+    plain = Resolver(file, [o for o in overrides if not stage_of_override(o)])
+    have: set[str] = set()
+    for m in methods:
+        cfg = plain(m)
+        have |= {st.name for st in method_class(cfg).stages(cfg)}
+    missing = sorted(wanted - have)
+    if missing:
+        raise ConfigError(f"--set names stage(s) {missing} that no method here has; their stages are {sorted(have)}: "
+                          "check the stage name")
+
+
+def stage_of_override(override: str) -> str | None:
+    """The stage a ``stages.<name>.key=value`` override addresses, else None."""
+    parts = override.split("=", 1)[0].strip().split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "stages" else None
 
 
 @dataclass

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..chains import PlannedRun, Resolver, plan_chain, run_chain
+from ..chains import PlannedRun, Resolver, check_stage_overrides, plan_chain, run_chain
 from ..config import deep_merge
 from ..data.cohort import Cohort
 from ..data.dataset import MODALITIES
@@ -98,6 +98,7 @@ class Benchmark:
         if ood_supervised is None:
             ood_supervised = [s.name for s in self.specs if s.family == "Multi-modal"][:1]
         self.ood_supervised = list(ood_supervised)
+        check_stage_overrides([spec.name for spec in self.specs], self.config, self.overrides)
         self.split_seed = self._split_seed()
         unknown = [m for m in metrics if m not in METRIC_TITLES]
         if unknown:
@@ -122,7 +123,8 @@ class Benchmark:
     def _split_seed(self) -> int:
         if not self.folds or not self.specs:
             return 0
-        s = Resolver(self.config, self.overrides)(self.specs[0].name)["data"].get("split_seed")
+        resolve = Resolver(self.config, self.overrides, stages_where_present=True)
+        s = resolve(self.specs[0].name)["data"].get("split_seed")
         return int(s) if s is not None else 0
 
     # ---------------------------------------------------------------- cells
@@ -131,7 +133,7 @@ class Benchmark:
                                                            **unit.data(self.folds, self.split_seed)}}, strict=False)
         if task is not None:
             extra = deep_merge(extra, {"model": {"task": task}}, strict=False)
-        return Resolver(self.config, self.overrides + [f"seed={unit.seed}"], extra)
+        return Resolver(self.config, self.overrides + [f"seed={unit.seed}"], extra, stages_where_present=True)
 
     def labelled_tasks(self, sites: Sequence[str] | None = None) -> set[str]:
         """The tasks some patient of ``sites`` (default: the benchmark's) has a label for."""
@@ -242,7 +244,8 @@ class Benchmark:
                                                                                      absent=[mod])
             self._record(spec, unit, metrics, run_dir, spec.metrics(task), table="missing",
                          label=f"{spec.label} without {mod}")
-        if self.attribution and spec.cls.declare(Resolver(self.config, self.overrides)(spec.name)).evaluation \
+        resolve = Resolver(self.config, self.overrides, stages_where_present=True)
+        if self.attribution and spec.cls.declare(resolve(spec.name)).evaluation \
                 == "predict" and (task in (None, "survival")):
             table = modality_attribution(run_dir, cohort=self.cohort)
             table.insert(0, "unit", unit.name)
