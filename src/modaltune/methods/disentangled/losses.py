@@ -33,8 +33,8 @@ from torch import Tensor
 
 from ...errors import ConfigError, InputError
 
-__all__ = ["DEV_FORMS", "CGC_MODES", "FEAT_MATCH", "prototype_mse", "dev_loss", "kd_kl_loss", "survival_nll_rows", "partial_logits",
-           "class_confidence", "survival_confidence", "project_out", "coordinate_rows"]
+__all__ = ["DEV_FORMS", "CGC_MODES", "FEAT_MATCH", "prototype_mse", "dev_loss", "kd_kl_loss", "survival_nll_rows",
+           "partial_logits", "class_confidence", "survival_confidence", "project_out", "coordinate_rows"]
 
 DEV_FORMS = ("code", "paper")
 CGC_MODES = ("paper", "official")
