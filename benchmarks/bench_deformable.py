@@ -17,7 +17,8 @@ the peak is ``torch.cuda.max_memory_allocated`` above the memory held before the
 
 Note where the deformable layer spends its time: the continuous position bias evaluates a
 2 -> 32 -> 32 -> 1 MLP for every (query, sampled key, group) pair, i.e. B x 8 x 2,500 x 144
-small MLPs, kept in fp32 even under ``--amp`` (see the module docstring).
+rows, kept in fp32 even under ``--amp`` (see the module docstring); it is computed separably over
+the grid's rows and columns with a tiled hand-written backward (:mod:`modaltune.encoders.position_bias`).
 
 Usage::
 

@@ -40,10 +40,11 @@ bits) a lattice coordinate near 12 is resolved to ~0.06 cells and a normalised p
 ~0.004, the same order as the differences the CPB has to express (rows of the attention map of
 the teacher differ only through the CPB, by ~1e-3, spec (b) teacher item 2), so bf16 would
 quantise away both the sub-cell offsets and their gradients. The projections and the ``QK^T`` /
-``AV`` products do run under autocast. Cost: the continuous position bias, not the attention
-products, dominates this layer (an MLP over every (query, sampled key, group) pair; on CPU at the
-paper size it makes the layer slower than dense attention, though ~5x leaner in memory;
-``benchmarks/README.md``).
+``AV`` products do run under autocast. Cost: the continuous position bias (an MLP over every
+(query, sampled key, group) pair, 23 M rows at the paper size) would dominate this layer; it is
+computed separably over the grid's rows and columns with a tiled hand-written backward
+(:mod:`modaltune.encoders.position_bias`), which makes the layer faster than dense attention over
+the same tokens on CPU and ~7x leaner in memory (``benchmarks/README.md``).
 
 Deviations: offsets are normalised by the lattice's own width/height (the official helper swaps
 them, which only matters for non-square maps); ``log1p`` instead of ``log(1 + x)``.
@@ -56,60 +57,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError, InputError
+from .position_bias import ContinuousPositionBias
 
-__all__ = ["ContinuousPositionBias", "DeformableAttention2D"]
-
-
-class ContinuousPositionBias(nn.Module):
-    """Continuous position bias (Swin V2): an MLP of log-spaced relative positions.
-
-    The MLP runs on every (query, sampled key) pair of every offset group: at the paper setting
-    (batch 8, 8 groups, 2,500 queries, 144 keys) 23 M rows with 32-wide hidden layers, whose
-    activations alone would take ~12 GB for the backward pass. It is therefore evaluated one group
-    at a time, and while training each group's activations are recomputed in the backward pass
-    (``torch.utils.checkpoint``) instead of kept: the same values and gradients, about 13x less
-    peak memory at the paper size on CPU, at roughly the same speed (``benchmarks/README.md``).
-
-    Args:
-        hidden: width of the two hidden layers.
-        out_dim: number of biases per (query, key) pair, one per head of an offset group.
-    """
-
-    def __init__(self, hidden: int = 32, out_dim: int = 1):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, out_dim))
-
-    def forward(self, query_pos: Tensor, key_pos: Tensor) -> Tensor:
-        """Bias for every (query, key) pair.
-
-        Args:
-            query_pos: [Nq, 2] normalised (x, y) query positions.
-            key_pos: [G, Nk, 2] normalised (x, y) key positions, one set per offset group.
-
-        Returns:
-            [G, out_dim, Nq, Nk] biases.
-        """
-        # the weights are passed in (not read from self inside the recomputation), so that the
-        # recomputed pass uses the tensors of this call, also under torch.func.functional_call
-        weights = [t for layer in (self.mlp[0], self.mlp[2], self.mlp[4]) for t in (layer.weight, layer.bias)]
-        track = torch.is_grad_enabled() and (key_pos.requires_grad or query_pos.requires_grad
-                                             or any(w.requires_grad for w in weights))
-        parts = [checkpoint(_bias, query_pos, key_pos[i:i + 1], *weights, use_reentrant=False) if track
-                 else _bias(query_pos, key_pos[i:i + 1], *weights) for i in range(key_pos.shape[0])]
-        return torch.cat(parts, 0)
-
-
-def _bias(query_pos: Tensor, key_pos: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor,
-          b3: Tensor) -> Tensor:
-    """The CPB MLP on the pairs of ``query_pos`` [Nq, 2] and ``key_pos`` [G, Nk, 2]: [G, out, Nq, Nk]."""
-    rel = query_pos[None, :, None, :] - key_pos[:, None, :, :]
-    rel = torch.sign(rel) * torch.log1p(rel.abs())
-    h = torch.relu(F.linear(torch.relu(F.linear(rel, w1, b1)), w2, b2))
-    return F.linear(h, w3, b3).permute(0, 3, 1, 2)
+__all__ = ["DeformableAttention2D"]
 
 
 def _positive_int(name: str, value: int) -> int:
@@ -238,13 +190,6 @@ class DeformableAttention2D(nn.Module):
             out = F.grid_sample(grouped, points, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out.reshape(b, c, *points.shape[1:3])
 
-    def _query_positions(self, h: int, w: int, device: torch.device) -> Tensor:
-        dtype = self._precise_dtype()
-        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
-                                torch.arange(w, device=device, dtype=dtype), indexing="ij")
-        pos = torch.stack((2.0 * xs / max(w - 1, 1) - 1.0, 2.0 * ys / max(h - 1, 1) - 1.0), dim=-1)
-        return pos.reshape(h * w, 2)
-
     def _split_heads(self, t: Tensor) -> Tensor:
         b, _, h, w = t.shape
         return t.reshape(b, self.heads, self.dim_head, h * w).transpose(-1, -2)
@@ -279,7 +224,7 @@ class DeformableAttention2D(nn.Module):
         n_keys = k.shape[-2]
         with torch.autocast(device_type=q_map.device.type, enabled=False):
             key_pos = points.reshape(b * self.offset_groups, n_keys, 2)
-            bias = self.cpb(self._query_positions(h, w, q_map.device), key_pos)  # [(B G), heads/G, HW, n_keys]
+            bias = self.cpb(key_pos, h, w)  # [(B G), heads/G, HW, n_keys]
             bias = bias.reshape(b, self.heads, h * w, n_keys)
             attention = torch.softmax(logits.to(bias.dtype) + bias, dim=-1)
         out = torch.matmul(self.dropout(attention).to(v.dtype), v)  # [B, heads, HW, dim_head]
