@@ -188,3 +188,21 @@ def test_an_external_cohort_is_fine_tuned_through_a_site_map(small_cohort, cohor
     assert "RCC" in state["bin_edges"] and "chained run" in state["bin_source"]["RCC"]   # new site, own bins
     metrics = _quiet(evaluate_run, tmp_path / "child", cohort=external)
     assert set(metrics) == {"RCC", "overall"}
+
+
+@pytest.mark.parametrize("select_initial", [True, False])
+def test_select_initial_lets_the_starting_weights_compete(small_cohort, tmp_path, select_initial):
+    parent = tmp_path / "parent"
+    cfg = resolve_config(TWO, overrides=SETS + ["train.epochs=1"])
+    _quiet(train_method, cfg, small_cohort, resolve_split(cfg, small_cohort), parent)
+    pre = torch.load(parent / BEST, weights_only=True)["state_dict"]
+    child = resolve_config(TWO, overrides=SETS + ["train.epochs=2", "train.lr=0", "train.weight_decay=0",
+                                                  f"train.init_from={parent}", f"train.select_initial={select_initial}"])
+    res = _quiet(train_method, child, small_cohort, resolve_split(child, small_cohort), tmp_path / "child")
+    hist = pd.read_csv(tmp_path / "child" / "history.csv")
+    # lr 0: every epoch scores exactly as the start, and ties keep the earliest candidate
+    assert list(hist["epoch"]) == ([-1, 0, 1] if select_initial else [0, 1])
+    assert hist["score"].nunique() == 1
+    best = torch.load(tmp_path / "child" / BEST, weights_only=True)
+    assert res["best_epoch"] == best["epoch"] == (-1 if select_initial else 0)
+    assert all(torch.equal(best["state_dict"][k], pre[k]) for k in pre)

@@ -37,6 +37,8 @@ def epoch_line(row: dict, metric: str, epochs: int, improved: bool) -> str:
 
     score = "" if metric == "last" else f", {metric} {num(row.get('score'))}" + (" (best)" if improved else "")
     seconds = float(row.get("train_time_s") or 0) + float(row.get("eval_time_s") or 0)
+    if int(row["epoch"]) < 0:   # train.select_initial: the weights the run started from
+        return f"starting weights{score}, {seconds:.1f} s"
     return (f"epoch {int(row['epoch']) + 1}{f'/{epochs}' if epochs > 0 else ''}: train loss {num(row.get('train_loss'))}{score}, "
             f"{seconds:.1f} s")
 
@@ -49,14 +51,21 @@ class SelectionCallback(Callback):
         metric: the selection metric (``val_*`` or ``last``); ``val_loss`` is minimised, others maximised.
         run_dir: where ``history.csv`` and ``best.ckpt`` go.
 
+        meta: extra fields written into ``best.ckpt``.
+        score_initial: also score the weights the run starts from, before the first epoch, as
+            epoch ``-1`` (``train.select_initial`` of a run with ``init_from``): they are kept when
+            no epoch beats them on validation, so fine-tuning that only overfits changes nothing.
+
     Ties of the selection metric (common with small validation sets: balanced accuracy saturates)
     are broken by the other validation metric (C-index for balanced accuracy and vice versa), then
     by the earlier epoch. Only validation scores are used.
     """
 
-    def __init__(self, scorer: Callable[[Any], dict], metric: str, run_dir: str | Path, meta: dict | None = None):
+    def __init__(self, scorer: Callable[[Any], dict], metric: str, run_dir: str | Path, meta: dict | None = None,
+                 score_initial: bool = False):
         self.scorer, self.metric, self.run_dir = scorer, metric, Path(run_dir)
         self.meta = dict(meta or {})
+        self.score_initial = bool(score_initial) and metric != "last"
         self.history: list[dict] = []
         self.best_epoch: int | None = None
         self.best_score: float | None = None
@@ -72,10 +81,16 @@ class SelectionCallback(Callback):
         """Start the epoch's timer."""
         self._t0 = time.time()
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        """With ``score_initial``: score the starting weights as epoch -1 (not again when resuming)."""
+        if self.score_initial and not any(int(r["epoch"]) == -1 for r in self.history):
+            self._select(trainer, pl_module, -1, 0.0, log_to_lightning=False)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Score the epoch on validation, keep the best weights, append to history.csv."""
-        epoch = int(trainer.current_epoch)
-        train_time = time.time() - self._t0
+        self._select(trainer, pl_module, int(trainer.current_epoch), time.time() - self._t0)
+
+    def _select(self, trainer, pl_module, epoch: int, train_time: float, log_to_lightning: bool = True) -> None:
         t1 = time.time()
         scores = self.scorer(pl_module.method)
         lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else float("nan")
@@ -91,7 +106,8 @@ class SelectionCallback(Callback):
             if trainer.is_global_zero:
                 save_weights(pl_module.method, self.run_dir / BEST, epoch=epoch, select_metric=self.metric,
                              score=score, **self.meta)
-        row = {"epoch": epoch, "train_loss": pl_module.epoch_loss(), "lr": lr, **scores,
+        train_loss = pl_module.epoch_loss() if epoch >= 0 else float("nan")
+        row = {"epoch": epoch, "train_loss": train_loss, "lr": lr, **scores,
                "select_metric": self.metric, "score": score, "best_epoch": self.best_epoch,
                "train_time_s": round(train_time, 3), "eval_time_s": round(time.time() - t1, 3)}
         self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
@@ -99,7 +115,7 @@ class SelectionCallback(Callback):
             self.write_history()
             log.info(epoch_line(row, self.metric, int(getattr(trainer, "max_epochs", 0) or 0), improved))
         finite = {k: float(v) for k, v in scores.items() if isinstance(v, float) and v == v}
-        if finite:
+        if finite and log_to_lightning:
             pl_module.log_dict(finite, on_epoch=True, batch_size=1, sync_dist=True)   # same on every rank
 
     def write_history(self) -> None:

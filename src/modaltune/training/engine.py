@@ -280,7 +280,8 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
         return score_epoch(m, decl=decl, train_ds=inputs.train_eval, val_ds=inputs.val, train_df=train_df,
                            val_df=val_df, cfg=cfg, device=lit.device, precision=precision)
 
-    selection = SelectionCallback(scorer, metric, run_dir, meta={"method": cfg["method"]})
+    selection = SelectionCallback(scorer, metric, run_dir, meta={"method": cfg["method"]},
+                                  score_initial=bool(cfg["train"].get("select_initial")) and parent is not None)
     loader = _loader(cfg, decl, inputs.train, seed)
     with warnings.catch_warnings():
         quiet_lightning()
