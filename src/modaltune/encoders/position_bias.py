@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["ContinuousPositionBias"]
 
@@ -114,6 +115,7 @@ class _GridMLP(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable   # a second derivative through the hand-written backward is an error, not wrong
     def backward(ctx, grad_out):
         """Recompute each tile's hidden layers and accumulate every input's gradient."""
         a_y, a_x, w2, b2, w3, b3 = ctx.saved_tensors
