@@ -206,3 +206,31 @@ def test_select_initial_lets_the_starting_weights_compete(small_cohort, tmp_path
     best = torch.load(tmp_path / "child" / BEST, weights_only=True)
     assert res["best_epoch"] == best["epoch"] == (-1 if select_initial else 0)
     assert all(torch.equal(best["state_dict"][k], pre[k]) for k in pre)
+
+
+def test_a_pooled_stage_gives_every_site_the_epoch_best_on_average(small_cohort, tmp_path):
+    sets = SETS + ["stages.fine.train.epochs=3", "stages.fine.train.lr=0.5", "stages.fine.train.select_initial=true",
+                   "stages.fine.train.select_scope=pooled"]
+    finals = _quiet(train_chain, TWO, small_cohort, tmp_path / "out", overrides=sets)
+    choices = [json.loads((run / "pooled_selection.json").read_text()) for run in finals]
+    assert len(finals) == 2 and choices[0] == choices[1]
+    table = {int(e): v for e, v in choices[0]["table"].items()}
+    assert sorted(table) == [-1, 0, 1, 2]
+    for e, v in table.items():   # the table is the mean of the sites' own validation scores
+        site_scores = [float(pd.read_csv(run / "history.csv").set_index("epoch").at[e, "score"]) for run in finals]
+        finite = [x for x in site_scores if x == x]          # a site without a validation C-index is left out
+        assert finite and v == pytest.approx(sum(finite) / len(finite))
+    chosen = choices[0]["epoch"]
+    assert table[chosen] == max(table.values())
+    for run in finals:
+        best = torch.load(run / BEST, weights_only=True)
+        assert best["epoch"] == chosen and best["select_scope"] == "pooled"
+        source = run / "checkpoints" / ("initial.ckpt" if chosen < 0 else f"epoch={chosen:03d}.ckpt")
+        weights = torch.load(source, weights_only=True)["state_dict"]
+        assert all(torch.equal(v, weights.get(k, weights.get(f"method.{k}"))) for k, v in best["state_dict"].items())
+
+
+def test_select_scope_is_checked(small_cohort, tmp_path):
+    cfg = resolve_config(TWO, overrides=SETS + ["train.select_scope=everything"])
+    with pytest.raises(ConfigError, match="select_scope"):
+        _quiet(train_method, cfg, small_cohort, resolve_split(cfg, small_cohort), tmp_path / "bad")

@@ -181,27 +181,47 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
         evaluate: score the final runs on their test split (kept when ``metrics.json`` exists and
             not ``fresh``).
 
+    A stage with ``train.select_scope: pooled`` gets one epoch for all its runs (its sites), chosen
+    after all of them are trained (:func:`modaltune.runs.pooled.select_pooled`).
+
     Returns:
         ``{run_dir: metrics or None}`` for the final runs.
     """
     from .runs.evaluate import evaluate_run
+    from .runs.pooled import select_pooled
     from .training.engine import train_method
+    from .utils import read_json
 
     results: dict[Path, Any] = {}
-    for run in plan:
-        metrics_path = run.run_dir / layout.METRICS
-        if run.final and evaluate and metrics_path.exists() and not fresh:
-            from .utils import read_json
-
-            results[run.run_dir] = read_json(metrics_path)
-            continue
-        if fresh or not run_finished(run.run_dir):
-            split = restrict_split(resolve_split(run.cfg, cohort), cohort, run.sites)
-            train_method(run.cfg, cohort, split, run.run_dir,
-                         resume=not fresh and (run.run_dir / layout.CHECKPOINTS).exists())
-        if run.final:
-            results[run.run_dir] = evaluate_run(run.run_dir, cohort=cohort) if evaluate else None
+    for stage_runs in _by_stage(plan):
+        pending = []
+        for run in stage_runs:
+            metrics_path = run.run_dir / layout.METRICS
+            if run.final and evaluate and metrics_path.exists() and not fresh:
+                results[run.run_dir] = read_json(metrics_path)
+                continue
+            pending.append(run)
+            if fresh or not run_finished(run.run_dir):
+                split = restrict_split(resolve_split(run.cfg, cohort), cohort, run.sites)
+                train_method(run.cfg, cohort, split, run.run_dir,
+                             resume=not fresh and (run.run_dir / layout.CHECKPOINTS).exists())
+        if pending and str(stage_runs[0].cfg["train"].get("select_scope") or "run") == "pooled":
+            select_pooled([r.run_dir for r in stage_runs])   # before a later stage or the test reads them
+        for run in pending:
+            if run.final:
+                results[run.run_dir] = evaluate_run(run.run_dir, cohort=cohort) if evaluate else None
     return results
+
+
+def _by_stage(plan: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
+    """The plan's runs grouped by stage, in order (a pooled selection spans one stage's runs)."""
+    groups: list[list[PlannedRun]] = []
+    for run in plan:
+        if groups and groups[-1][0].stage.name == run.stage.name:
+            groups[-1].append(run)
+        else:
+            groups.append([run])
+    return groups
 
 
 def train_chain(method: str, cohort: Cohort, out: str | Path, *, config=None, overrides: Sequence[str] = (),

@@ -19,6 +19,7 @@ import pandas as pd
 from lightning.pytorch import Callback
 
 from ..runs.layout import BEST, HISTORY, save_weights
+from ..runs.pooled import epoch_weights_path
 from .scoring import is_better
 
 __all__ = ["SelectionCallback", "SeedEpochCallback", "TIEBREAK", "epoch_line"]
@@ -84,6 +85,8 @@ class SelectionCallback(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         """With ``score_initial``: score the starting weights as epoch -1 (not again when resuming)."""
         if self.score_initial and not any(int(r["epoch"]) == -1 for r in self.history):
+            if trainer.is_global_zero:   # kept beside the epochs' weights (a pooled selection may choose it)
+                save_weights(pl_module.method, epoch_weights_path(self.run_dir, -1), epoch=-1, **self.meta)
             self._select(trainer, pl_module, -1, 0.0, log_to_lightning=False)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

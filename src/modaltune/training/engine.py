@@ -38,6 +38,7 @@ from ..runs import layout
 from ..runs.builders import build_method, declaration, manifest_rows, method_class, resolve_precision
 from ..runs.chain import load_frozen_runs, load_parent
 from ..runs.inputs import prepare_run
+from ..runs.pooled import POOLED_SELECTION, SELECT_SCOPES
 from ..utils import read_json, seed_everything, write_json
 from .callbacks import SeedEpochCallback, SelectionCallback
 from .gradients import check_policy
@@ -69,6 +70,8 @@ def check_training_config(cfg: dict, decl: Declaration) -> None:
     probe_options(cfg)                               # a bad eval.* setting fails now
     check_policy(str(tr.get("gradient_policy") or "sum"))
     lr_lambda(1, 0, str(tr.get("schedule") or "cosine"))
+    if str(tr.get("select_scope") or "run") not in SELECT_SCOPES:
+        raise ConfigError(f"train.select_scope must be one of {list(SELECT_SCOPES)}, got {tr.get('select_scope')!r}")
     bs = int(tr.get("batch_size") or 1)
     if bs < decl.min_batch_size:
         raise ConfigError(f"method '{cfg['method']}' needs train.batch_size >= {decl.min_batch_size} (its loss "
@@ -86,7 +89,7 @@ def _clear_previous(run_dir: Path) -> None:
     if (run_dir / layout.CHECKPOINTS).is_dir():
         shutil.rmtree(run_dir / layout.CHECKPOINTS)
     for name in (layout.HISTORY, layout.BEST, layout.METRICS, layout.PREDICTIONS, layout.EMBEDDINGS,
-                 layout.METRICS_OOD, layout.PREDICTIONS_OOD):
+                 layout.METRICS_OOD, layout.PREDICTIONS_OOD, POOLED_SELECTION):
         if (run_dir / name).exists():
             (run_dir / name).unlink()
 
