@@ -210,7 +210,7 @@ def test_select_initial_lets_the_starting_weights_compete(small_cohort, tmp_path
 
 def test_a_pooled_stage_gives_every_site_the_epoch_best_on_average(small_cohort, tmp_path):
     sets = SETS + ["stages.fine.train.epochs=3", "stages.fine.train.lr=0.5", "stages.fine.train.select_initial=true",
-                   "stages.fine.train.select_scope=pooled"]
+                   "stages.fine.train.keep_epoch_weights=true", "stages.fine.train.select_scope=pooled"]
     finals = _quiet(train_chain, TWO, small_cohort, tmp_path / "out", overrides=sets)
     choices = [json.loads((run / "pooled_selection.json").read_text()) for run in finals]
     assert len(finals) == 2 and choices[0] == choices[1]
@@ -228,6 +228,14 @@ def test_a_pooled_stage_gives_every_site_the_epoch_best_on_average(small_cohort,
         source = run / "checkpoints" / ("initial.ckpt" if chosen < 0 else f"epoch={chosen:03d}.ckpt")
         weights = torch.load(source, weights_only=True)["state_dict"]
         assert all(torch.equal(v, weights.get(k, weights.get(f"method.{k}"))) for k, v in best["state_dict"].items())
+    # the default (keep_epoch_weights: auto) deletes the epochs' weights once the choice is made
+    again = _quiet(train_chain, TWO, small_cohort, tmp_path / "auto",
+                   overrides=[o for o in sets if "keep_epoch_weights" not in o])
+    for run in again:
+        assert not list((run / "checkpoints").glob("epoch=*.ckpt")) and not (run / "checkpoints" / "initial.ckpt").exists()
+        assert torch.load(run / BEST, weights_only=True)["epoch"] == chosen       # same data, same choice
+    pre = tmp_path / "auto" / "stages" / "pre"
+    assert not list((pre / "checkpoints").glob("epoch=*.ckpt"))                  # a run-scope stage keeps none
 
 
 def test_select_scope_is_checked(small_cohort, tmp_path):

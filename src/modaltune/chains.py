@@ -206,7 +206,8 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
                 train_method(run.cfg, cohort, split, run.run_dir,
                              resume=not fresh and (run.run_dir / layout.CHECKPOINTS).exists())
         if pending and str(stage_runs[0].cfg["train"].get("select_scope") or "run") == "pooled":
-            select_pooled([r.run_dir for r in stage_runs])   # before a later stage or the test reads them
+            select_pooled([r.run_dir for r in stage_runs],   # before a later stage or the test reads them
+                          prune=stage_runs[0].cfg["train"].get("keep_epoch_weights", "auto") == "auto")
         for run in pending:
             if run.final:
                 results[run.run_dir] = evaluate_run(run.run_dir, cohort=cohort) if evaluate else None

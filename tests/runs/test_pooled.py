@@ -75,3 +75,15 @@ def test_missing_weights_and_mixed_metrics_are_refused(tmp_path):
         select_pooled([a, c])
     d = _run(tmp_path, "D", [0.1, 0.9], metric="last")
     assert select_pooled([d]) is None
+
+
+def test_pruning_deletes_the_epochs_weights_and_a_made_choice_is_kept(tmp_path):
+    a = _run(tmp_path, "A", [0.5, 0.9, 0.4])
+    b = _run(tmp_path, "B", [0.5, 0.8, 0.6])
+    res = select_pooled([a, b], prune=True)
+    assert res["epoch"] == 0
+    assert not list((a / layout.CHECKPOINTS).glob("*.ckpt")) and not list((b / layout.CHECKPOINTS).glob("*.ckpt"))
+    assert torch.equal(_best(b)["state_dict"]["w"], torch.zeros(2))
+    assert select_pooled([a, b], prune=True) == res          # a resumed chain: the choice stands
+    with pytest.raises(InputError, match="not kept"):         # another group of runs needs the weights again
+        select_pooled([a], prune=True)

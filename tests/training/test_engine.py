@@ -163,9 +163,9 @@ def test_schedule_and_sampler():
 def test_run_directory(label_run, cohort, split):
     run_dir, result, metrics = label_run
     for name in ("config.yaml", "split.csv", "fitted_state.json", "cohort_info.json", "history.csv", "best.ckpt",
-                 "run.json", "metrics.json", "predictions.csv", "checkpoints/last.ckpt", "checkpoints/epoch=000.ckpt",
-                 "checkpoints/epoch=001.ckpt"):
+                 "run.json", "metrics.json", "predictions.csv", "checkpoints/last.ckpt"):
         assert (run_dir / name).exists(), name
+    assert not list((run_dir / "checkpoints").glob("epoch=*"))   # kept only with train.keep_epoch_weights
     hist = pd.read_csv(run_dir / "history.csv")
     assert list(hist["epoch"]) == [0, 1]
     assert {"train_loss", "val_loss", "val_balanced_accuracy", "val_c_index", "lr"} <= set(hist.columns)

@@ -42,11 +42,16 @@ def epoch_weights_path(run_dir: str | Path, epoch: int) -> Path:
     return ckpt / INITIAL if epoch < 0 else ckpt / f"epoch={epoch:03d}.ckpt"
 
 
-def select_pooled(run_dirs: Sequence[str | Path]) -> dict | None:
+def select_pooled(run_dirs: Sequence[str | Path], prune: bool = False) -> dict | None:
     """Choose one epoch for ``run_dirs`` by their mean validation score; rewrite their ``best.ckpt``.
+
+    A choice already made for exactly these runs (their ``pooled_selection.json``) is returned as it
+    is, so a resumed chain does not need the epochs' weights again.
 
     Args:
         run_dirs: finished runs of one stage (one per site), same selection metric.
+        prune: delete every epoch's weights (and the starting weights) once chosen
+            (``train.keep_epoch_weights: auto``); ``best.ckpt`` holds the chosen ones.
 
     Returns:
         ``{"metric", "epoch", "score", "table": {epoch: mean}, "per_run": {run: {epoch: score}}}``, or ``None`` when
@@ -57,6 +62,9 @@ def select_pooled(run_dirs: Sequence[str | Path]) -> dict | None:
             selected on different metrics.
     """
     runs = [Path(r) for r in run_dirs]
+    done = [read_json(rd / POOLED_SELECTION) if (rd / POOLED_SELECTION).exists() else None for rd in runs]
+    if done[0] is not None and all(d == done[0] for d in done) and set(done[0]["per_run"]) == set(map(str, runs)):
+        return done[0]
     histories = {}
     for rd in runs:
         path = rd / layout.HISTORY
@@ -94,6 +102,9 @@ def select_pooled(run_dirs: Sequence[str | Path]) -> dict | None:
               "per_run": per_run}
     for rd in runs:
         write_json(rd / POOLED_SELECTION, result)
+        if prune:
+            for e in epochs:
+                epoch_weights_path(rd, e).unlink(missing_ok=True)
     return result
 
 

@@ -56,6 +56,8 @@ class SelectionCallback(Callback):
         score_initial: also score the weights the run starts from, before the first epoch, as
             epoch ``-1`` (``train.select_initial`` of a run with ``init_from``): they are kept when
             no epoch beats them on validation, so fine-tuning that only overfits changes nothing.
+        keep_initial: also write the starting weights to ``checkpoints/initial.ckpt`` (for a pooled
+            selection, :mod:`modaltune.runs.pooled`).
 
     Ties of the selection metric (common with small validation sets: balanced accuracy saturates)
     are broken by the other validation metric (C-index for balanced accuracy and vice versa), then
@@ -63,10 +65,11 @@ class SelectionCallback(Callback):
     """
 
     def __init__(self, scorer: Callable[[Any], dict], metric: str, run_dir: str | Path, meta: dict | None = None,
-                 score_initial: bool = False):
+                 score_initial: bool = False, keep_initial: bool = False):
         self.scorer, self.metric, self.run_dir = scorer, metric, Path(run_dir)
         self.meta = dict(meta or {})
         self.score_initial = bool(score_initial) and metric != "last"
+        self.keep_initial = bool(keep_initial)
         self.history: list[dict] = []
         self.best_epoch: int | None = None
         self.best_score: float | None = None
@@ -85,7 +88,7 @@ class SelectionCallback(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         """With ``score_initial``: score the starting weights as epoch -1 (not again when resuming)."""
         if self.score_initial and not any(int(r["epoch"]) == -1 for r in self.history):
-            if trainer.is_global_zero:   # kept beside the epochs' weights (a pooled selection may choose it)
+            if trainer.is_global_zero and self.keep_initial:   # beside the epochs' weights (for a pooled choice)
                 save_weights(pl_module.method, epoch_weights_path(self.run_dir, -1), epoch=-1, **self.meta)
             self._select(trainer, pl_module, -1, 0.0, log_to_lightning=False)
 

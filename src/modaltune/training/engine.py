@@ -72,6 +72,13 @@ def check_training_config(cfg: dict, decl: Declaration) -> None:
     lr_lambda(1, 0, str(tr.get("schedule") or "cosine"))
     if str(tr.get("select_scope") or "run") not in SELECT_SCOPES:
         raise ConfigError(f"train.select_scope must be one of {list(SELECT_SCOPES)}, got {tr.get('select_scope')!r}")
+    keep = tr.get("keep_epoch_weights", "auto")
+    if keep not in ("auto", True, False):
+        raise ConfigError(f"train.keep_epoch_weights must be auto, true or false, got {keep!r}")
+    if keep is False and str(tr.get("select_scope") or "run") == "pooled":
+        raise ConfigError("train.select_scope: pooled needs every epoch's weights until the sites' common epoch is "
+                          "chosen, but train.keep_epoch_weights is false; set it to auto (they are deleted after "
+                          "the choice) or use select_scope: run")
     bs = int(tr.get("batch_size") or 1)
     if bs < decl.min_batch_size:
         raise ConfigError(f"method '{cfg['method']}' needs train.batch_size >= {decl.min_batch_size} (its loss "
@@ -83,6 +90,16 @@ def check_training_config(cfg: dict, decl: Declaration) -> None:
     if getattr(method_class(cfg), "loss_terms", None) and unknown:
         raise ConfigError(f"train.loss_weights has unknown term(s) {sorted(unknown)}; method '{cfg['method']}' "
                           f"has {list(method_class(cfg).loss_terms)}")
+
+
+def keeps_epoch_weights(cfg: dict) -> bool:
+    """Whether a run keeps every epoch's weights (``checkpoints/epoch=NNN.ckpt``, and the starting
+    weights with ``train.select_initial``): ``train.keep_epoch_weights`` true, or ``auto`` for a
+    pooled selection, which needs them until it has chosen (then deletes them)."""
+    keep = cfg["train"].get("keep_epoch_weights", "auto")
+    if keep == "auto":
+        return str(cfg["train"].get("select_scope") or "run") == "pooled"
+    return bool(keep)
 
 
 def _clear_previous(run_dir: Path) -> None:
@@ -123,9 +140,10 @@ def _trainer(cfg: dict, run_dir: Path, callbacks: list) -> L.Trainer:
 
     tr = cfg["train"]
     ckpt_dir = run_dir / layout.CHECKPOINTS
-    per_epoch = EpochWeights(dirpath=ckpt_dir, filename="epoch={epoch:03d}", auto_insert_metric_name=False,
-                             save_top_k=-1, every_n_epochs=1, save_weights_only=True,
-                             save_on_train_epoch_end=True, enable_version_counter=False)
+    per_epoch = [EpochWeights(dirpath=ckpt_dir, filename="epoch={epoch:03d}", auto_insert_metric_name=False,
+                              save_top_k=-1, every_n_epochs=1, save_weights_only=True,
+                              save_on_train_epoch_end=True, enable_version_counter=False)
+                 ] if keeps_epoch_weights(cfg) else []
     last = LastCheckpoint(ckpt_dir / layout.LAST)
     steps = tr.get("max_steps_per_epoch")
     strategy = tr.get("strategy", "auto")
@@ -138,7 +156,7 @@ def _trainer(cfg: dict, run_dir: Path, callbacks: list) -> L.Trainer:
         strategy=strategy, precision=resolve_precision(cfg),
         accumulate_grad_batches=int(tr.get("accumulate") or 1),
         limit_train_batches=int(steps) if steps else 1.0, limit_val_batches=0, num_sanity_val_steps=0,
-        logger=_loggers(cfg, run_dir), callbacks=[*callbacks, last, per_epoch],
+        logger=_loggers(cfg, run_dir), callbacks=[*callbacks, last, *per_epoch],
         enable_progress_bar=progress_bar_enabled(tr.get("progress_bar", "auto")), enable_model_summary=False,
         log_every_n_steps=int(tr.get("log_every_n_steps") or 10), default_root_dir=str(run_dir))
 
@@ -284,7 +302,8 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
                            val_df=val_df, cfg=cfg, device=lit.device, precision=precision)
 
     selection = SelectionCallback(scorer, metric, run_dir, meta={"method": cfg["method"]},
-                                  score_initial=bool(cfg["train"].get("select_initial")) and parent is not None)
+                                  score_initial=bool(cfg["train"].get("select_initial")) and parent is not None,
+                                  keep_initial=keeps_epoch_weights(cfg))
     loader = _loader(cfg, decl, inputs.train, seed)
     with warnings.catch_warnings():
         quiet_lightning()
