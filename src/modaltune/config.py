@@ -76,6 +76,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "select_initial": False,      # with init_from: the starting weights compete as epoch -1 on validation
         "select_scope": "run",        # run | pooled: one epoch for all sites of a per-site stage (runs.pooled)
         "keep_epoch_weights": "auto",  # every epoch's weights under checkpoints/: auto = until a pooled choice
+        "keep_training_state": False,  # keep checkpoints/last.ckpt once the run finished (it serves --resume)
         "log_every_n_steps": 10,
         "progress_bar": "auto",       # auto = only when attached to a terminal | true | false
         "threads": "auto",            # CPU intra-op threads: auto (see training.threads) | N

@@ -38,7 +38,7 @@ class _Payload:
 def trained(small_cohort, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("safety") / "run"
     cfg = resolve_config("abmil", overrides=["train.epochs=1", "train.progress_bar=false", "data.bag_cap=8",
-                                             "seed=0"])
+                                             "seed=0", "train.keep_training_state=true"])
     split = make_holdout_split(small_cohort.manifest, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from modaltune.config import resolve_config
 from modaltune.data.splits import make_holdout_split
-from modaltune.errors import ConfigError
+from modaltune.errors import ConfigError, InputWarning
 from modaltune.methods.base import Method
 from modaltune.methods.losses import nll_survival_loss, survival_risk
 from modaltune.registry import METHODS, TEXT_ENCODERS
@@ -135,7 +135,7 @@ def _train(cfg, cohort, split, run_dir, **kw):
 @pytest.fixture(scope="module")
 def label_run(cohort, split, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "labels"
-    result = _train(_cfg(), cohort, split, run_dir)
+    result = _train(_cfg(**{"train.keep_training_state": "true"}), cohort, split, run_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         metrics = evaluate_run(run_dir, cohort=cohort)
@@ -268,16 +268,21 @@ def test_resume_does_not_redo_epochs(label_run, cohort, split, tmp_path):
     cols = ["train_loss", "val_loss", "val_balanced_accuracy", "val_c_index", "lr"]
     np.testing.assert_allclose(h_res[cols].to_numpy(float), h_full[cols].to_numpy(float), rtol=1e-5, atol=1e-6)
     assert res["best_epoch"] == result["best_epoch"]
-    # resuming a finished run trains nothing more
+    # resuming a finished run trains nothing more; by default its training state is gone once it finished
+    assert not (rd / "checkpoints/last.ckpt").exists()
     counter2 = _CountEpochs()
-    _train(_cfg(), cohort, split, rd, resume=True, callbacks=[counter2])
-    assert counter2.epochs == []
+    again = _train(_cfg(), cohort, split, rd, resume=True, callbacks=[counter2])
+    assert counter2.epochs == [] and again["best_epoch"] == res["best_epoch"] and len(again["history"]) == 2
+    assert torch.equal(torch.load(rd / "best.ckpt", weights_only=True)["state_dict"]["enc.0.weight"],
+                       torch.load(run_dir / "best.ckpt", weights_only=True)["state_dict"]["enc.0.weight"])
+    with pytest.warns(InputWarning, match="cannot continue to 3"):
+        train_method(_cfg(**{"train.epochs": 3}), cohort, split, rd, resume=True)
 
 
 def test_text_method_probes_and_ood(cohort, split, tmp_path):
     rd = tmp_path / "text"
     cfg = _cfg(TEXT_NAME, **{"train.epochs": 1, "train.accumulate": 2, "train.max_steps_per_epoch": 10,
-                             "train.tensorboard": "true", "train.warmup_epochs": 0})
+                             "train.tensorboard": "true", "train.warmup_epochs": 0, "train.keep_training_state": "true"})
     res = _train(cfg, cohort, split, rd)
     assert res["select_metric"] == "val_mean" and res["best_epoch"] == 0          # a probed multi-task embedding
     assert any((rd / "tensorboard").rglob("events.*")) and any((rd / "logs").rglob("metrics.csv"))

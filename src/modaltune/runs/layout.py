@@ -9,7 +9,8 @@ Layout of ``RUN_DIR`` (written by :func:`modaltune.training.engine.train_method`
     cohort_info.json     the CohortInfo the method was built with (to rebuild it without the cohort)
     history.csv          one row per epoch: train loss, lr, validation scores, best epoch so far
     best.ckpt            weights of the selected epoch (trainable params + buffers)
-    checkpoints/         last.ckpt (full training state, for --resume) + epoch=NNN.ckpt (weights,
+    checkpoints/         last.ckpt (full training state, for --resume of a stopped run; deleted when the run
+                         finishes unless train.keep_training_state) + epoch=NNN.ckpt (weights,
                          with train.keep_epoch_weights, or until a pooled epoch choice)
     pooled_selection.json  the epoch chosen for all sites of a pooled stage (train.select_scope, runs.pooled)
     logs/                CSVLogger (and TensorBoard with train.tensorboard)

@@ -102,6 +102,26 @@ def keeps_epoch_weights(cfg: dict) -> bool:
     return bool(keep)
 
 
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / layout.BEST).exists() and (run_dir / layout.RUN).exists() \
+        and "finished" in read_json(run_dir / layout.RUN)
+
+
+def _finished_result(cfg: dict, run_dir: Path) -> dict[str, Any]:
+    """``--resume`` of a finished run whose training state was not kept: nothing to train."""
+    run = read_json(run_dir / layout.RUN)
+    history = pd.read_csv(run_dir / layout.HISTORY).to_dict(orient="records") if (run_dir / layout.HISTORY).exists() \
+        else []
+    done = int(run.get("epochs_completed") or 0)
+    if int(cfg["train"]["epochs"]) > done:
+        warn_input(f"the run finished {done} epoch(s) and its training state was not kept, so it cannot continue to "
+                   f"{cfg['train']['epochs']}; nothing was trained", file=run_dir / layout.RUN,
+                   fix="train into a new directory (or keep the state with train.keep_training_state=true)")
+    log.info("%s already finished in %s; nothing to resume", cfg["method"], run_dir)
+    return {"run_dir": str(run_dir), "best_epoch": run.get("best_epoch"), "best_score": run.get("best_score"),
+            "select_metric": run.get("select_metric"), "epochs": len(history), "history": history}
+
+
 def _clear_previous(run_dir: Path) -> None:
     if (run_dir / layout.CHECKPOINTS).is_dir():
         shutil.rmtree(run_dir / layout.CHECKPOINTS)
@@ -244,6 +264,8 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
     check_training_config(cfg, decl)
     split = check_split(split, cohort)
     last_ckpt = run_dir / layout.CHECKPOINTS / layout.LAST
+    if resume and not last_ckpt.exists() and _finished(run_dir):
+        return _finished_result(cfg, run_dir)
     resuming = bool(resume and last_ckpt.exists())
     if resume and not resuming:
         warn_input("--resume given but there is no checkpoint to resume from; training starts afresh",
@@ -323,6 +345,8 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
                 "device": str(lit.device), "world_size": int(trainer.world_size)})
     if trainer.is_global_zero:
         write_json(run_dir / layout.RUN, run)
+        if not cfg["train"].get("keep_training_state"):   # it only serves --resume of a stopped run
+            last_ckpt.unlink(missing_ok=True)
     log.info("finished %s in %.1f s: best epoch %s (%s = %s)", cfg["method"], time.time() - t_start,
              selection.best_epoch, metric, "n/a" if selection.best_score is None else f"{selection.best_score:.4f}")
     return {"run_dir": str(run_dir), "best_epoch": selection.best_epoch, "best_score": selection.best_score,
