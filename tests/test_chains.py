@@ -230,12 +230,13 @@ def test_a_pooled_stage_gives_every_site_the_epoch_best_on_average(small_cohort,
         assert all(torch.equal(v, weights.get(k, weights.get(f"method.{k}"))) for k, v in best["state_dict"].items())
     # the default (keep_epoch_weights: auto) deletes the epochs' weights once the choice is made
     again = _quiet(train_chain, TWO, small_cohort, tmp_path / "auto",
-                   overrides=[o for o in sets if "keep_epoch_weights" not in o])
+                   overrides=[o for o in sets if "keep_epoch_weights" not in o] + ["stages.pre.train.select_scope=pooled"])
     for run in again:
         assert not list((run / "checkpoints").glob("epoch=*.ckpt")) and not (run / "checkpoints" / "initial.ckpt").exists()
         assert torch.load(run / BEST, weights_only=True)["epoch"] == chosen       # same data, same choice
     pre = tmp_path / "auto" / "stages" / "pre"
-    assert not list((pre / "checkpoints").glob("epoch=*.ckpt"))                  # a run-scope stage keeps none
+    assert not list((pre / "checkpoints").glob("epoch=*.ckpt"))     # a one-run stage: its own choice, pruned
+    assert not (pre / "pooled_selection.json").exists()
 
 
 def test_select_scope_is_checked(small_cohort, tmp_path):

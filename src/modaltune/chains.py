@@ -188,7 +188,7 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
         ``{run_dir: metrics or None}`` for the final runs.
     """
     from .runs.evaluate import evaluate_run
-    from .runs.pooled import select_pooled
+    from .runs.pooled import prune_epoch_weights, select_pooled
     from .training.engine import train_method
     from .utils import read_json
 
@@ -205,9 +205,13 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
                 split = restrict_split(resolve_split(run.cfg, cohort), cohort, run.sites)
                 train_method(run.cfg, cohort, split, run.run_dir,
                              resume=not fresh and (run.run_dir / layout.CHECKPOINTS).exists())
-        if pending and str(stage_runs[0].cfg["train"].get("select_scope") or "run") == "pooled":
-            select_pooled([r.run_dir for r in stage_runs],   # before a later stage or the test reads them
-                          prune=stage_runs[0].cfg["train"].get("keep_epoch_weights", "auto") == "auto")
+        train_cfg = stage_runs[0].cfg["train"]
+        if pending and str(train_cfg.get("select_scope") or "run") == "pooled":
+            prune = train_cfg.get("keep_epoch_weights", "auto") == "auto"
+            if len(stage_runs) > 1:   # before a later stage or the test reads them
+                select_pooled([r.run_dir for r in stage_runs], prune=prune)
+            elif prune:               # one run: its own choice stands
+                prune_epoch_weights(stage_runs[0].run_dir)
         for run in pending:
             if run.final:
                 results[run.run_dir] = evaluate_run(run.run_dir, cohort=cohort) if evaluate else None

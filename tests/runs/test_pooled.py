@@ -87,3 +87,10 @@ def test_pruning_deletes_the_epochs_weights_and_a_made_choice_is_kept(tmp_path):
     assert select_pooled([a, b], prune=True) == res          # a resumed chain: the choice stands
     with pytest.raises(InputError, match="not kept"):         # another group of runs needs the weights again
         select_pooled([a], prune=True)
+
+
+def test_without_any_usable_score_the_last_epoch_is_kept(tmp_path):
+    nan = float("nan")
+    a = _run(tmp_path, "A", [nan, nan, nan])
+    b = _run(tmp_path, "B", [nan, nan, nan])
+    assert select_pooled([a, b])["epoch"] == 1           # as a run's own selection does

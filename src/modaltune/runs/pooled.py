@@ -28,7 +28,8 @@ from ..errors import InputError
 from ..utils import read_json, write_json
 from . import layout
 
-__all__ = ["SELECT_SCOPES", "select_pooled", "epoch_weights_path", "INITIAL", "POOLED_SELECTION"]
+__all__ = ["SELECT_SCOPES", "select_pooled", "prune_epoch_weights", "epoch_weights_path", "INITIAL",
+           "POOLED_SELECTION"]
 
 SELECT_SCOPES = ("run", "pooled")
 #: the starting weights of a run with ``train.select_initial`` (epoch -1), under ``checkpoints/``
@@ -89,10 +90,11 @@ def select_pooled(run_dirs: Sequence[str | Path], prune: bool = False) -> dict |
         table[e] = float(np.mean(finite)) if finite else float("nan")
     lower = metric == "val_loss"
     best = None
-    for e in epochs:   # ties keep the earlier epoch; NaN never wins over a number
-        s = table[e]
-        if best is None or (not math.isnan(s) and (math.isnan(table[best]) or (s < table[best] if lower
-                                                                                 else s > table[best]))):
+    for e in epochs:   # as a run's own choice: ties keep the earlier epoch, NaN never beats a number, and
+        s = table[e]   # without any usable score the later epoch is kept
+        if best is None or (math.isnan(s) and math.isnan(table[best])):
+            best = e
+        elif not math.isnan(s) and (math.isnan(table[best]) or (s < table[best] if lower else s > table[best])):
             best = e
     if best is None:
         return None
@@ -103,9 +105,15 @@ def select_pooled(run_dirs: Sequence[str | Path], prune: bool = False) -> dict |
     for rd in runs:
         write_json(rd / POOLED_SELECTION, result)
         if prune:
-            for e in epochs:
-                epoch_weights_path(rd, e).unlink(missing_ok=True)
+            prune_epoch_weights(rd)
     return result
+
+
+def prune_epoch_weights(run_dir: str | Path) -> None:
+    """Delete a run's kept epoch weights and starting weights (``best.ckpt`` stays)."""
+    ckpt = Path(run_dir) / layout.CHECKPOINTS
+    for path in [*ckpt.glob("epoch=*.ckpt"), ckpt / INITIAL]:
+        path.unlink(missing_ok=True)
 
 
 def _rewrite_best(run_dir: Path, epoch: int, metric: str, score: float) -> None:
