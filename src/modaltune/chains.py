@@ -29,7 +29,7 @@ from .pipeline import resolve_split, restrict_split, select_sites
 from .runs import layout
 from .runs.builders import method_class
 
-__all__ = ["Resolver", "PlannedRun", "plan_chain", "run_chain", "run_finished", "train_chain", "evaluate_with_ood",
+__all__ = ["Resolver", "PlannedRun", "plan_chain", "run_chain", "train_chain", "evaluate_with_ood",
            "STAGES_DIR"]
 
 #: Where ``modaltune train OUT`` puts the runs of a method's earlier stages.
@@ -159,16 +159,6 @@ def _covering(planned: dict[str, list[PlannedRun]], name: str, sites: Sequence[s
     raise ConfigError(f"no run of stage '{name}' covers the sites {list(sites)} of stage '{stage.name}'")
 
 
-def run_finished(run_dir: Path) -> bool:
-    """True when a run has selected weights and recorded its end."""
-    run = Path(run_dir) / layout.RUN
-    if not (Path(run_dir) / layout.BEST).exists() or not run.exists():
-        return False
-    from .utils import read_json
-
-    return "finished" in read_json(run)
-
-
 def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False,
               evaluate: bool = False) -> dict[Path, Any]:
     """Train the planned runs in order; optionally evaluate the final runs.
@@ -201,7 +191,7 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
                 results[run.run_dir] = read_json(metrics_path)
                 continue
             pending.append(run)
-            if fresh or not run_finished(run.run_dir):
+            if fresh or not layout.run_finished(run.run_dir):
                 split = restrict_split(resolve_split(run.cfg, cohort), cohort, run.sites)
                 train_method(run.cfg, cohort, split, run.run_dir,
                              resume=not fresh and (run.run_dir / layout.CHECKPOINTS).exists())

@@ -49,7 +49,7 @@ from ..methods.base import CohortInfo
 __all__ = ["CONFIG", "SPLIT", "STATE", "INFO", "HISTORY", "BEST", "RUN", "METRICS", "PREDICTIONS", "EMBEDDINGS",
            "CHECKPOINTS", "FIGURES", "LAST", "LOG", "METRICS_OOD", "PREDICTIONS_OOD", "FROZEN_PREFIX", "kept_keys",
            "weights_state", "frozen_fingerprint", "save_weights", "load_weights", "read_checkpoint", "read_info", "write_info",
-           "environment", "now"]
+           "environment", "now", "run_finished"]
 
 CONFIG, SPLIT, STATE, INFO = "config.yaml", "split.csv", "fitted_state.json", "cohort_info.json"
 HISTORY, BEST, RUN = "history.csv", "best.ckpt", "run.json"
@@ -64,6 +64,14 @@ FROZEN_PREFIX = "frozen_runs."
 def now() -> str:
     """The local time as ISO 8601 text."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def run_finished(run_dir: str | Path) -> bool:
+    """True when a run has selected weights and recorded its end (``run.json`` has ``finished``)."""
+    run = Path(run_dir) / RUN
+    if not (Path(run_dir) / BEST).exists() or not run.exists():
+        return False
+    return "finished" in json.loads(run.read_text())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -102,11 +102,6 @@ def keeps_epoch_weights(cfg: dict) -> bool:
     return bool(keep)
 
 
-def _finished(run_dir: Path) -> bool:
-    return (run_dir / layout.BEST).exists() and (run_dir / layout.RUN).exists() \
-        and "finished" in read_json(run_dir / layout.RUN)
-
-
 def _finished_result(cfg: dict, run_dir: Path) -> dict[str, Any]:
     """``--resume`` of a finished run whose training state was not kept: nothing to train."""
     run = read_json(run_dir / layout.RUN)
@@ -264,7 +259,7 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
     check_training_config(cfg, decl)
     split = check_split(split, cohort)
     last_ckpt = run_dir / layout.CHECKPOINTS / layout.LAST
-    if resume and not last_ckpt.exists() and _finished(run_dir):
+    if resume and not last_ckpt.exists() and layout.run_finished(run_dir):
         return _finished_result(cfg, run_dir)
     resuming = bool(resume and last_ckpt.exists())
     if resume and not resuming:
