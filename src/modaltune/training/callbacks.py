@@ -51,7 +51,6 @@ class SelectionCallback(Callback):
         scorer: ``scorer(method) -> dict`` of validation scores (``val_loss``, ``val_balanced_accuracy``, ...).
         metric: the selection metric (``val_*`` or ``last``); ``val_loss`` is minimised, others maximised.
         run_dir: where ``history.csv`` and ``best.ckpt`` go.
-
         meta: extra fields written into ``best.ckpt``.
         score_initial: also score the weights the run starts from, before the first epoch, as
             epoch ``-1`` (``train.select_initial`` of a run with ``init_from``): they are kept when

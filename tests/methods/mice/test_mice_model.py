@@ -193,11 +193,11 @@ def test_declaration_defaults_and_stages():
     assert cfg["data"]["n_bins"] == 5 and cfg["data"]["bag_cap"] is None
     tr = cfg["train"]
     assert (tr["lr"], tr["weight_decay"], tr["schedule"], tr["warmup_epochs"]) == (1e-4, 1e-5, "constant", 0)
-    assert tr["select_scope"] == "pooled"                      # per-site runs share one epoch (runs.pooled)
     assert cfg["stages"]["pretrain"]["train"] == {"batch_size": 4, "drop_last": True, "epochs": 30,
                                                   "loss_weights": {"survival": 2.0, "contrastive": 1.0}}
     assert cfg["stages"]["finetune"]["train"] == {"batch_size": 1, "drop_last": None, "epochs": 20,
                                                   "select_initial": True,   # "no fine-tuning" competes
+                                                  "select_scope": "pooled",  # the sites share one epoch
                                                   "loss_weights": {"survival": 1.0, "contrastive": 0.0}}
     m = cfg["model"]
     assert (m["keep_k"], m["temperature"], m["contrastive_form"], m["genomics_encoder"]) == (9, 0.1, "supcon_out",

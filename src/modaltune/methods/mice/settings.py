@@ -67,7 +67,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
 
 _PRETRAIN = {"batch_size": 4, "drop_last": True, "epochs": 30,
              "loss_weights": {"survival": 2.0, "contrastive": 1.0}}
-_FINETUNE = {"batch_size": 1, "drop_last": None, "epochs": 20, "select_initial": True,
+_FINETUNE = {"batch_size": 1, "drop_last": None, "epochs": 20, "select_initial": True, "select_scope": "pooled",
              "loss_weights": {"survival": 1.0, "contrastive": 0.0}}
 
 
@@ -81,11 +81,10 @@ def mice_config(model: Mapping[str, Any], *, contrastive: bool = True, per_cohor
             otherwise the pre-train -> fine-tune protocol.
     """
     weights = (lambda d: d) if contrastive else (lambda d: {"survival": d["survival"]})
-    train = {"lr": 1.0e-4, "weight_decay": 1.0e-5, "schedule": "constant", "warmup_epochs": 0, "accumulate": 1,
-             "select_scope": "pooled"}
+    train = {"lr": 1.0e-4, "weight_decay": 1.0e-5, "schedule": "constant", "warmup_epochs": 0, "accumulate": 1}
     out: dict[str, Any] = {"model": copy.deepcopy(dict(model)), "data": {"n_bins": 5, "bag_cap": None}}
     if per_cohort:
-        out["train"] = {**train, "epochs": 20, "batch_size": 1, "loss_weights": None}
+        out["train"] = {**train, "epochs": 20, "batch_size": 1, "loss_weights": None, "select_scope": "pooled"}
         return out
     pre = {**_PRETRAIN, "loss_weights": weights(_PRETRAIN["loss_weights"])}
     fine = {**_FINETUNE, "loss_weights": weights(_FINETUNE["loss_weights"])}
