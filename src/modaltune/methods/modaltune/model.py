@@ -20,6 +20,10 @@ Config switches (``model.*``; Table 8 ablations in brackets):
 - ``survival_head``: not in the paper (issue 15): a discrete-time NLL head on the probed general
   output, trained beside the KL (weight ``train.loss_weights.nll``); the text targets' survival
   content is mostly the died / censored word, which carries little risk (``benchmarks/README.md``).
+- ``modal_norm``: not in the paper (issue 15): a LayerNorm on the modal tokens before the adapter.
+  The transcriptomics encoder's tokens (trunc-normal 0.02 initialisation) enter at about 1/200 of
+  the image tokens' scale, and the general embedding then carries none of what the expression
+  says (``benchmarks/embedding_content.py``); off by default (the reference's scales).
 - ``single_task_prompt`` [Single Task Prompt]: ``T = 1`` (general prompt only, no task token, as
   the reference code's single-task model).
 - ``projector`` [No / Trainable / Model-side Projector]:
@@ -111,6 +115,7 @@ class ModalTune(Method):
                 "kl_scale": 10.0,
                 "kl_temperature": 1.0,        # softmax temperature of the KL (paper: 1)
                 "survival_head": False,       # add an NLL survival head on the probed (general) output
+                "modal_norm": False,          # LayerNorm on the modal tokens before the adapter (issue 15)
                 "nll_alpha": 0.4,
             },
             "train": {"epochs": 30, "lr": 1.0e-4, "weight_decay": 5.0e-4, "warmup_epochs": 10,
@@ -204,6 +209,7 @@ class ModalTune(Method):
                 self.omics_encoder.tokenizer.reset_parameters(std=0.02)
         self.learned_tokens = nn.Parameter(torch.zeros(n_tok, self.dim))      # single-modal / no-omics fallback
         nn.init.trunc_normal_(self.learned_tokens, std=0.02)
+        self.modal_norm = nn.LayerNorm(self.dim) if m["modal_norm"] else None
         return n_tok
 
     def _build_targets(self, m: dict, info: CohortInfo) -> None:
@@ -238,7 +244,11 @@ class ModalTune(Method):
         return self.learned_tokens.device
 
     def modal_tokens(self, batch: dict) -> torch.Tensor:
-        """``[1, M, D]`` modal tokens of one patient."""
+        """``[1, M, D]`` modal tokens of one patient (layer-normed with ``model.modal_norm``)."""
+        tokens = self._raw_modal_tokens(batch)
+        return self.modal_norm(tokens) if self.modal_norm is not None else tokens
+
+    def _raw_modal_tokens(self, batch: dict) -> torch.Tensor:
         if self.single_modal or self.omics_encoder is None:
             return self.learned_tokens.unsqueeze(0)
         has = batch.get("has_omics", True)

@@ -1,0 +1,58 @@
+"""ModalTune's ``model.modal_norm``: a LayerNorm on the modal tokens before the adapter (issue 15; not in the
+paper). Without it the transcriptomics tokens enter at ~1/200 of the image tokens' scale (measured in
+``benchmarks/README.md``)."""
+
+from __future__ import annotations
+
+import torch
+
+from modaltune.methods.base import CohortInfo
+from modaltune.methods.modaltune.model import ModalTune
+
+TINY = {"encoder_size": "small", "encoder": {"dim": 32, "depth": 1, "heads": 2, "ffn_dim": 64}, "adapter_blocks": 1,
+        "adapter_heads": 2, "n_tokens": 4, "omics": {"dim": 16, "depth": 1}, "d_final": 16, "drop_path": 0.0}
+
+
+def _info():
+    return CohortInfo(feature_dim=8, n_genes=12, pathways=[list(range(6)), list(range(6, 12))], n_classes=2, n_bins=4,
+                      text_dim=10)
+
+
+def _batch(has_omics=True):
+    g = torch.Generator().manual_seed(0)
+    return {"bag": torch.randn(20, 8, generator=g), "coords": torch.rand(20, 2, generator=g) * 1000,
+            "omics": torch.randn(12, generator=g) * 3, "has_omics": torch.tensor(has_omics),
+            "text_emb": torch.randn(3, 10, generator=g)}
+
+
+def _model(norm: bool) -> ModalTune:
+    torch.manual_seed(0)
+    return ModalTune({"model": {**TINY, "modal_norm": norm}}, _info())
+
+
+def test_off_by_default_and_tokens_unchanged():
+    torch.manual_seed(0)
+    plain = ModalTune({"model": TINY}, _info())
+    assert plain.modal_norm is None and not any(k.startswith("modal_norm") for k in plain.state_dict())
+    off = _model(False).eval()
+    assert torch.equal(off.modal_tokens(_batch()), off.omics_encoder(_batch()["omics"].reshape(1, -1)))
+
+
+def test_tokens_are_layer_normed_whatever_their_source():
+    m = _model(True).eval()
+    raw = m.omics_encoder(_batch()["omics"].reshape(1, -1))
+    for b, before in ((_batch(True), raw), (_batch(False), m.learned_tokens.unsqueeze(0))):   # and the fallback
+        tok = m.modal_tokens(b)
+        mu = before.mean(-1, keepdim=True)
+        ref = (before - mu) / torch.sqrt(before.var(-1, unbiased=False, keepdim=True) + m.modal_norm.eps)
+        assert torch.allclose(tok, ref * m.modal_norm.weight + m.modal_norm.bias, atol=1e-5)
+        assert torch.allclose(tok.mean(-1), torch.zeros(tok.shape[:2]), atol=1e-5)
+    assert raw.norm(dim=-1).mean() < 0.5 * m.modal_tokens(_batch()).norm(dim=-1).mean()   # the scale it fixes
+
+
+def test_gradient_reaches_the_norm_and_the_expression_encoder():
+    m = _model(True)
+    m.loss(_batch()).terms["kl"].backward()
+    assert m.modal_norm.weight.grad is not None and m.modal_norm.weight.grad.abs().sum() > 0
+    enc = [p.grad for p in m.omics_encoder.parameters() if p.requires_grad]
+    assert enc and all(g is not None for g in enc) and sum(float(g.abs().sum()) for g in enc) > 0
