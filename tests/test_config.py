@@ -264,6 +264,20 @@ def test_cpu_small_and_paper_settings():
     assert resolve_config("gigapath_kp", file="paper")["model"]["wsi"]["slide_size"] == "gigapath"
 
 
+def test_paper_config_turns_the_issue_15_changes_off():
+    """ModalTune's survival head and modal-token LayerNorm are defaults; the paper config restores the paper."""
+    for cfg in (resolve_config("modaltune"), resolve_config("modaltune", file="cpu_small")):
+        assert cfg["model"]["survival_head"] is True and cfg["model"]["modal_norm"] is True
+        assert cfg["train"]["loss_weights"] == {"head_nll": 0.1}
+    for name in ("paper", "paper_pan_cancer"):
+        paper = resolve_config("modaltune", file=name)
+        assert paper["model"]["survival_head"] is False and paper["model"]["modal_norm"] is False
+        assert paper["eval"]["cph_penalizer"] == 0.1
+        assert paper["train"]["select_metric"] == "val_balanced_accuracy"
+    over = resolve_config("modaltune", overrides=["model.survival_head=false", "model.modal_norm=false"])
+    assert over["model"]["survival_head"] is False and over["model"]["modal_norm"] is False
+
+
 def test_paper_pan_cancer_extends_paper():
     pan = resolve_config("modaltune", file="paper_pan_cancer")
     paper = resolve_config("modaltune", file="paper")

@@ -30,11 +30,11 @@ def _model(norm: bool) -> ModalTune:
     return ModalTune({"model": {**TINY, "modal_norm": norm}}, _info())
 
 
-def test_off_by_default_and_tokens_unchanged():
+def test_on_by_default_off_leaves_the_tokens_unchanged():
     torch.manual_seed(0)
-    plain = ModalTune({"model": TINY}, _info())
-    assert plain.modal_norm is None and not any(k.startswith("modal_norm") for k in plain.state_dict())
+    assert ModalTune({"model": TINY}, _info()).modal_norm is not None
     off = _model(False).eval()
+    assert off.modal_norm is None and not any(k.startswith("modal_norm") for k in off.state_dict())
     assert torch.equal(off.modal_tokens(_batch()), off.omics_encoder(_batch()["omics"].reshape(1, -1)))
 
 

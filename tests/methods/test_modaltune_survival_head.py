@@ -1,4 +1,4 @@
-"""ModalTune's optional survival head beside the KL (``model.survival_head``; not in the paper)."""
+"""ModalTune's survival head beside the KL (``model.survival_head``, term ``head_nll``; on by default, not in the paper)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def test_terms_and_where_the_gradient_goes(head):
     torch.manual_seed(0)
     m = ModalTune({"model": {**TINY, "survival_head": head}}, _info())
     out = m.loss(_batch())
-    assert set(out.terms) == ({"kl", "nll"} if head else {"kl"})
+    assert set(out.terms) == ({"kl", "head_nll"} if head else {"kl"})
     if head:
-        out.terms["nll"].backward()
+        out.terms["head_nll"].backward()
         g = m.survival_head.weight.grad
         assert g is not None and g.abs().sum() > 0
         frozen = [p for n, p in m.named_parameters() if not p.requires_grad]

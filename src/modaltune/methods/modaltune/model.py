@@ -17,13 +17,15 @@ Config switches (``model.*``; Table 8 ablations in brackets):
   survival-task output (each falls back to the general task when its task is not in ``tasks``);
   ``info.task`` picks which of the two losses are used.
 - ``kl_temperature``: softmax temperature of the KL (paper 1; see :func:`kl_text_loss`).
-- ``survival_head``: not in the paper (issue 15): a discrete-time NLL head on the probed general
-  output, trained beside the KL (weight ``train.loss_weights.nll``); the text targets' survival
-  content is mostly the died / censored word, which carries little risk (``benchmarks/README.md``).
-- ``modal_norm``: not in the paper (issue 15): a LayerNorm on the modal tokens before the adapter.
-  The transcriptomics encoder's tokens (trunc-normal 0.02 initialisation) enter at about 1/200 of
-  the image tokens' scale, and the general embedding then carries none of what the expression
-  says (``benchmarks/embedding_content.py``); off by default (the reference's scales).
+- ``survival_head`` and ``modal_norm`` (default on; not in the paper, issue 15): a discrete-time
+  NLL head on the probed general output, trained beside the KL as the loss term ``head_nll``
+  (default weight ``train.loss_weights.head_nll = 0.1``), and a LayerNorm on the modal tokens
+  before the adapter. Without them the general embedding carries none of what the expression says
+  (``benchmarks/embedding_content.py``): the transcriptomics tokens (trunc-normal 0.02
+  initialisation) enter at about 1/200 of the image tokens' scale, and the text targets' survival
+  content is mostly the died / censored word, so nothing teaches the adapter a path for the
+  expression's risk. ``benchmarks/README.md`` (issue 15) has the evidence; ``--config paper``
+  turns both off (the paper's setting).
 - ``single_task_prompt`` [Single Task Prompt]: ``T = 1`` (general prompt only, no task token, as
   the reference code's single-task model).
 - ``projector`` [No / Trainable / Model-side Projector]:
@@ -76,7 +78,7 @@ class ModalTune(Method):
     family: ClassVar[str] = "ModalTune"
     family_order: ClassVar[int] = 40
     display_name: ClassVar[str] = "ModalTune"
-    loss_terms: ClassVar[tuple[str, ...]] = ("kl", "ce", "nll")
+    loss_terms: ClassVar[tuple[str, ...]] = ("kl", "ce", "nll", "head_nll")
 
     @classmethod
     def declare(cls, cfg: Mapping[str, Any]) -> Declaration:
@@ -88,7 +90,8 @@ class ModalTune(Method):
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
-        """The paper's settings (Table 6)."""
+        """The paper's settings (Table 6), except ``survival_head`` and ``modal_norm`` (on; issue 15):
+        ``--config paper`` turns them off."""
         return {
             "model": {
                 "encoder_size": "gigapath",   # gigapath (12 x 768) | small
@@ -114,12 +117,12 @@ class ModalTune(Method):
                 "projector_seed": 0,
                 "kl_scale": 10.0,
                 "kl_temperature": 1.0,        # softmax temperature of the KL (paper: 1)
-                "survival_head": False,       # add an NLL survival head on the probed (general) output
-                "modal_norm": False,          # LayerNorm on the modal tokens before the adapter (issue 15)
+                "survival_head": True,        # NLL survival head on the probed output (issue 15; paper: false)
+                "modal_norm": True,           # LayerNorm on the modal tokens (issue 15; paper: false)
                 "nll_alpha": 0.4,
             },
             "train": {"epochs": 30, "lr": 1.0e-4, "weight_decay": 5.0e-4, "warmup_epochs": 10,
-                      "accumulate": 1},
+                      "accumulate": 1, "loss_weights": {"head_nll": 0.1}},
         }
 
     def __init__(self, cfg: dict, info: CohortInfo, slide_encoder: nn.Module | None = None,
@@ -304,7 +307,7 @@ class ModalTune(Method):
             terms, logs = {"kl": kl}, {"kl": float(kl.detach())}
             nll = self._survival_nll(z[self.general_index], batch) if self.survival_head is not None else None
             if nll is not None:
-                terms["nll"], logs["nll"] = nll, float(nll.detach())
+                terms["head_nll"], logs["head_nll"] = nll, float(nll.detach())
             return LossOutput(terms, logs)
         logs: dict[str, float] = {}
         loss = z.sum() * 0.0
