@@ -64,6 +64,9 @@ class Method(nn.Module):
     display_name: ClassVar[str] = ""
     #: named ablations: variant -> (table label, config overrides merged over the resolved config)
     variants: ClassVar[dict[str, tuple[str, dict]]] = {}
+    #: values a run directory's stored config gets for keys written before they existed, so that an older
+    #: run is rebuilt as it was trained (a default that changed would otherwise not fit its checkpoint)
+    stored_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: dict, info: CohortInfo, frozen: Mapping[str, nn.Module] | None = None):
         super().__init__()

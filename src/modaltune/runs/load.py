@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_yaml
+from ..config import deep_merge, load_yaml
 from ..data.cohort import Cohort
 from ..data.fitted_state import FittedState
 from ..data.splits import load_split
@@ -16,7 +16,7 @@ from ..methods.base import CohortInfo, Declaration, Method
 from ..training.threads import apply_threads
 from ..utils import read_json, seed_everything
 from . import layout
-from .builders import build_method, declaration, device_of, resolve_precision
+from .builders import build_method, declaration, device_of, method_class, resolve_precision
 
 __all__ = ["LoadedRun", "load_run", "read_run_config", "run_split"]
 
@@ -44,6 +44,9 @@ def read_run_config(run_dir: str | Path) -> tuple[dict, str | None]:
         raise InputError("not a run directory (no config.yaml)", file=run_dir, fix="pass the --out of `modaltune train`")
     cfg = load_yaml(run_dir / layout.CONFIG)
     cohort_dir = cfg.pop("cohort", None)
+    legacy = getattr(method_class(cfg), "stored_defaults", None) if cfg.get("method") else None
+    if legacy:   # keys the run was written without keep the value it was trained with
+        cfg = deep_merge(legacy, cfg, strict=False)
     return cfg, cohort_dir
 
 

@@ -79,6 +79,7 @@ class ModalTune(Method):
     family_order: ClassVar[int] = 40
     display_name: ClassVar[str] = "ModalTune"
     loss_terms: ClassVar[tuple[str, ...]] = ("kl", "ce", "nll", "head_nll")
+    stored_defaults: ClassVar[dict[str, Any]] = {"model": {"modal_norm": False}}   # runs from before the key
 
     @classmethod
     def declare(cls, cfg: Mapping[str, Any]) -> Declaration:
