@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import warnings
 import zlib
@@ -277,6 +278,17 @@ def test_resume_does_not_redo_epochs(label_run, cohort, split, tmp_path):
                        torch.load(run_dir / "best.ckpt", weights_only=True)["state_dict"]["enc.0.weight"])
     with pytest.warns(InputWarning, match="cannot continue to 3"):
         train_method(_cfg(**{"train.epochs": 3}), cohort, split, rd, resume=True)
+
+
+def test_training_state_is_saved_without_lightning_guessing_weights_only(cohort, split, tmp_path, caplog):
+    """last.ckpt asks for the full training state explicitly: Lightning's "`weights_only` was not set,
+    defaulting to `False`" line (which reads like an unsafe load) is never logged."""
+    caplog.set_level(logging.INFO, logger="lightning.pytorch.trainer.connectors.checkpoint_connector")
+    _train(_cfg(**{"train.epochs": 1, "train.max_steps_per_epoch": 2, "train.warmup_epochs": 0,
+                   "train.keep_training_state": "true"}), cohort, split, tmp_path / "state")
+    last = torch.load(tmp_path / "state" / "checkpoints/last.ckpt", weights_only=False)
+    assert last["optimizer_states"]                       # the resume state is complete
+    assert not [r for r in caplog.records if "weights_only" in r.getMessage()]
 
 
 def test_text_method_probes_and_ood(cohort, split, tmp_path):

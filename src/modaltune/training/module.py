@@ -60,7 +60,9 @@ class LastCheckpoint(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Write ``last.ckpt``."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)
+        # weights_only=False: the full training state (optimiser, schedule, loops) that --resume needs;
+        # said explicitly, so Lightning does not log that it chose it (it reads like an unsafe load)
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
