@@ -229,3 +229,45 @@ def test_rewrite_removes_stale_slides_and_refuses_foreign_files(tmp_path):
     with pytest.raises(ConfigError, match="not from an earlier synthetic cohort"):
         make_subspace_cohort(tmp_path / "d", patients=8, grid_patches=(4, 8), dim=4)
     assert (foreign / "mine.h5").exists()
+
+
+def _molecular_cases(truth: pd.DataFrame) -> set[str]:
+    """Patients whose tumors carry morphological molecular hints (codeleted or IDH-wildtype)."""
+    return set(truth.index[truth["codel"].astype(bool) | ~truth["idh_mutant"].astype(bool)])
+
+
+def test_diffuse_hints_act_on_every_tumor_patch(small):
+    truth = pd.read_csv(small["truth"]).set_index("case_id")
+    hinted = _molecular_cases(truth)
+    for _, row in pd.read_csv(small["truth_slides"]).iterrows():
+        t = _h5(small["truth_patches"] / f"{row.slide_id}.h5")
+        expected = t["tumor_20x"].astype(bool) & (row.case_id in hinted)
+        assert np.array_equal(t["molecular_20x"].astype(bool), expected)
+
+
+def test_focal_hints_sit_in_a_contiguous_share_of_the_tumor(tmp_path):
+    out = make_subspace_cohort(tmp_path / "focal", seed=4, patients=40, grid_patches=(48, 96), dim=8,
+                               molecular_fraction=0.2, molecular_morphology=5.0)
+    assert json.loads(out["truth_json"].read_text())["molecular_fraction"] == 0.2
+    truth = pd.read_csv(out["truth"]).set_index("case_id")
+    hinted = _molecular_cases(truth)
+    assert 5 < len(hinted) < 35
+    same, gaps = [], []
+    for _, row in pd.read_csv(out["truth_slides"]).iterrows():
+        t, f = _h5(out["truth_patches"] / f"{row.slide_id}.h5"), _h5(out["features"] / f"{row.slide_id}.h5")
+        tumor, mol = t["tumor_20x"].astype(bool), t["molecular_20x"].astype(bool)
+        assert not (mol & ~tumor).any()                                    # only tumor patches
+        assert mol.sum() == (round(0.2 * tumor.sum()) if row.case_id in hinted else 0)
+        if mol.sum() >= 2 and (tumor & ~mol).sum() >= 2:
+            cells = {tuple(c // 256): v for c, v in zip(t["coords_20x"], mol)}
+            same += [v == cells[(x + 1, y)] for (x, y), v in cells.items() if (x + 1, y) in cells and v]
+            # the focus looks different from the rest of the tumor (strength 5 on one prototype)
+            gaps.append(np.linalg.norm(f["features"][mol].mean(0) - f["features"][tumor & ~mol].mean(0)))
+    assert np.mean(same) > 0.35           # a focus patch's right neighbour is focus too far more often than at random (0.2)
+    assert np.median(gaps) > 1.0
+
+
+def test_focal_fraction_out_of_range_is_refused(tmp_path):
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="molecular_fraction"):
+            make_subspace_cohort(tmp_path, patients=8, molecular_fraction=bad)

@@ -181,16 +181,25 @@ def draw_glioma_patients(rng: np.random.Generator, n: int, world: GeneWorld, *, 
 
 def make_compartment_slide(rng: np.random.Generator, n_p: int, world: GeneWorld, z_t: float, z_e: float,
                            idh_mutant: bool, codel: bool, *, molecular_morphology: float, appearance: float,
-                           noise: float) -> dict[str, np.ndarray]:
+                           noise: float, molecular_fraction: float = 1.0) -> dict[str, np.ndarray]:
     """One slide: a tissue blob split into contiguous tumor and TME regions, at 20x and 10x.
 
     Tumor patches mix the tumor prototypes with abundances ``softmax(slopes * z_t (+ molecular terms))``
     varying smoothly in space and shift along ``tumor_axis`` by ``appearance * z_t``; TME patches do the
     same with the TME prototypes, z_e and ``tme_axis``. ``z_t`` / ``z_e`` are the slide's noisy views.
 
+    The molecular terms (``molecular_morphology`` x the oligodendroglial prototype when codeleted and
+    the necrosis prototype when IDH-wildtype) act on every tumor patch with ``molecular_fraction`` 1
+    (diffuse hints: they move the slide's mean feature). Below 1 they act only on a contiguous focus of
+    that share of the tumor patches (the top of a smooth random field over the tumor region), as focal
+    hallmarks such as necrosis or a regional oligodendroglial pattern do: a mean over all patches then
+    barely shows them, while a model that finds the focus can. The extra field is drawn only below 1,
+    so the default draws are unchanged.
+
     Returns:
         dict with ``features`` / ``coords`` (20x), ``features_10x`` / ``coords_10x``, ``tumor`` (bool per 20x
-        patch) and ``tumor_fraction_10x`` (share of tumor patches in each 10x patch).
+        patch), ``molecular`` (bool per 20x patch: the molecular terms act on it and are non-zero) and
+        ``tumor_fraction_10x`` (share of tumor patches in each 10x patch).
     """
     mask = tissue_mask(rng, n_p)
     h, wd = mask.shape
@@ -198,10 +207,20 @@ def make_compartment_slide(rng: np.random.Generator, n_p: int, world: GeneWorld,
     region = smooth_field(rng, (h, wd), sigma=max(2.0, np.sqrt(n_p) / 5))[rows, cols]
     frac = rng.uniform(0.35, 0.65)
     tumor = region > np.quantile(region, 1 - frac) if n_p > 1 else np.ones(n_p, bool)
-    logit_t = _TUMOR_SLOPES * z_t + molecular_morphology * np.array([0.0, 1.2 * codel, 0.0, 0.8 * (not idh_mutant)])
+    hint = molecular_morphology * np.array([0.0, 1.2 * codel, 0.0, 0.8 * (not idh_mutant)])
     logit_e = _TME_SLOPES * z_e
     fields = np.stack([smooth_field(rng, (h, wd), sigma=1.8)[rows, cols] for _ in range(8)], axis=1)
-    mix_t = softmax((logit_t[None, :] + 1.5 * fields[:, :4]) / 0.7)
+    if molecular_fraction >= 1.0:
+        affected = tumor.copy()
+    else:
+        focus = smooth_field(rng, (h, wd), sigma=max(1.5, np.sqrt(n_p) / 8))[rows, cols]
+        n_focus = int(round(molecular_fraction * tumor.sum()))
+        affected = np.zeros(n_p, bool)
+        if n_focus > 0:
+            idx = np.flatnonzero(tumor)
+            affected[idx[np.argsort(-focus[idx], kind="stable")[:n_focus]]] = True
+    logit_t = (_TUMOR_SLOPES * z_t)[None, :] + affected[:, None] * hint[None, :]
+    mix_t = softmax((logit_t + 1.5 * fields[:, :4]) / 0.7)
     mix_e = softmax((logit_e[None, :] + 1.5 * fields[:, 4:]) / 0.7)
     clean = np.where(tumor[:, None], mix_t @ world.tumor_protos + appearance * z_t * world.tumor_axis,
                      mix_e @ world.tme_protos + appearance * z_e * world.tme_axis)
@@ -213,4 +232,5 @@ def make_compartment_slide(rng: np.random.Generator, n_p: int, world: GeneWorld,
     f10, c10, parent = pool_2x2(rng, rows, cols, wd, feats, 0.3 * noise, x0, y0)
     share = np.bincount(parent, weights=tumor.astype(float)) / np.bincount(parent)
     return {"features": feats.astype(np.float32), "coords": coords, "features_10x": f10, "coords_10x": c10,
-            "tumor": tumor, "tumor_fraction_10x": share.astype(np.float32)}
+            "tumor": tumor, "molecular": affected & bool(np.any(hint != 0)),
+            "tumor_fraction_10x": share.astype(np.float32)}

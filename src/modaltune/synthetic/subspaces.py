@@ -10,8 +10,9 @@ GBMLGG (projects TCGA-GBM for grade 4, TCGA-LGG otherwise), in the standard form
       features_10x/<slide_id>.h5   the same tissue at 10x: 2x2-pooled 20x features + fresh noise,
                                    coords on the 512-px grid (magnification=10, patch_size_level0=512)
       truth_patches/<slide_id>.h5  compartment truth: tumor_20x (uint8 per 20x patch, 1 = tumor) with
-                                   coords_20x, tumor_fraction_10x (share of tumor 20x patches per 10x patch)
-                                   with coords_10x, in the row order of the feature files
+                                   coords_20x, molecular_20x (1 = the molecular hints act on the patch),
+                                   tumor_fraction_10x (share of tumor 20x patches per 10x patch) with
+                                   coords_10x, in the row order of the feature files
       clinical.tsv        GDC columns; primary_diagnosis = WHO 2021 class (:data:`WHO_CLASSES`, noisy)
       clinical_grade.tsv  the same with primary_diagnosis = "G2" | "G3" | "G4" (noisy)
       molecular.tsv       case_id, idh_status (mutant|wildtype), codel_1p19q (codeleted|intact),
@@ -51,7 +52,11 @@ GBMLGG (projects TCGA-GBM for grade 4, TCGA-LGG otherwise), in the standard form
 **Intended orderings.** Genes read z_T, z_E and the calls almost noise-free while slides see them
 through ``morphology_noise`` and patch noise, so a gene-informed teacher beats a slide-only model on
 diagnosis (the IDH / 1p/19q calls are largely invisible in slides: only ``molecular_morphology`` hints),
-grade (needs both compartments) and survival. Label noise hurts a student trained on labels more than
+grade (needs both compartments) and survival. With ``molecular_fraction`` below 1 the molecular hints
+sit in a contiguous focus of that share of the tumor patches instead of every tumor patch (focal
+hallmarks): a mean over the slide then barely shows them, but a model that finds the focus can
+(``benchmarks/slide_ceiling.py`` measures both), which leaves room between a label-trained slide model
+and what the slides carry. Label noise hurts a student trained on labels more than
 one that also matches a teacher's soft outputs, so distillation can help. Raise ``morphology_noise`` or
 ``label_noise`` to widen those gaps; set them to 0 to close them. The compartment truth lets a
 clustering of patches (ITA) be scored against tumor / TME regions.
@@ -108,6 +113,7 @@ def make_subspace_cohort(
     expression_noise: float = 0.5,
     appearance: float = 0.8,
     molecular_morphology: float = 1.2,
+    molecular_fraction: float = 1.0,
     factor_correlation: float = 0.2,
     risk_weights: tuple[float, float, float] = (0.8, 0.6, 0.4),
     multi_slide: float = 0.1,
@@ -132,6 +138,9 @@ def make_subspace_cohort(
         expression_noise: gene-level noise (sd, log2 scale).
         appearance: shift of tumor / TME patches along their axis per unit of z_T / z_E.
         molecular_morphology: strength of the morphological hints of codeletion and IDH-wildtype status.
+        molecular_fraction: share of a slide's tumor patches that show those hints, in (0, 1]: 1 (default)
+            every tumor patch (diffuse: the mean feature shows them); below 1 a contiguous focus (focal
+            hallmarks: only a model that finds the focus reads them; raise ``molecular_morphology`` with it).
         factor_correlation: correlation of z_T and z_E (in (-1, 1)).
         risk_weights: log-hazard weights of (z_T, z_E, molecular term).
         multi_slide: probability that a patient has two slides.
@@ -151,6 +160,8 @@ def make_subspace_cohort(
         appearance=appearance, molecular_morphology=molecular_morphology, n_extra_genes=n_extra_genes),
         dict(label_noise=label_noise, multi_slide=multi_slide, frac_missing_expression=frac_missing_expression),
         factor_correlation, risk_weights)
+    if not 0.0 < float(molecular_fraction) <= 1.0:
+        raise ConfigError(f"make_subspace_cohort: molecular_fraction must be in (0, 1], got {molecular_fraction}")
     out = Path(out)
     dirs = {"features": out / "features_20x", "features_secondary": out / "features_10x",
             "truth_patches": out / "truth_patches"}
@@ -182,7 +193,7 @@ def make_subspace_cohort(
             s = make_compartment_slide(slide_rng, n_p, world, pat.z_t_slide[i], pat.z_e_slide[i],
                                        bool(pat.idh_mutant[i]), bool(pat.codel[i]),
                                        molecular_morphology=molecular_morphology, appearance=appearance,
-                                       noise=feature_noise)
+                                       noise=feature_noise, molecular_fraction=float(molecular_fraction))
             write_h5(dirs["features"] / f"{sid}.h5", s["features"], s["coords"], sid, case, magnification=20,
                      patch_size_level0=PATCH_20X)
             write_h5(dirs["features_secondary"] / f"{sid}.h5", s["features_10x"], s["coords_10x"], sid, case,
@@ -250,6 +261,7 @@ def make_subspace_cohort(
         "noise": {"morphology": morphology_noise, "label": label_noise, "feature": feature_noise,
                   "expression": expression_noise},
         "appearance": appearance, "molecular_morphology": molecular_morphology,
+        "molecular_fraction": float(molecular_fraction),
         "factor_correlation": factor_correlation, "risk_weights": dict(zip(("z_tumor", "z_tme", "molecular"),
                                                                           map(float, risk_weights))),
         "weibull_shape": WEIBULL_SHAPE, "scale_months": _SCALE_MONTHS,
@@ -272,6 +284,7 @@ def _write_patch_truth(path: Path, s: dict, slide_id: str, case_id: str) -> None
         f.attrs["slide_id"], f.attrs["case_id"] = slide_id, case_id
         f.attrs["tumor_fraction"] = float(s["tumor"].mean())
         f.create_dataset("tumor_20x", data=s["tumor"].astype(np.uint8), track_times=False)
+        f.create_dataset("molecular_20x", data=s["molecular"].astype(np.uint8), track_times=False)
         f.create_dataset("coords_20x", data=s["coords"], track_times=False)
         f.create_dataset("tumor_fraction_10x", data=s["tumor_fraction_10x"], track_times=False)
         f.create_dataset("coords_10x", data=s["coords_10x"], track_times=False)
