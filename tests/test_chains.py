@@ -243,3 +243,64 @@ def test_select_scope_is_checked(small_cohort, tmp_path):
     cfg = resolve_config(TWO, overrides=SETS + ["train.select_scope=everything"])
     with pytest.raises(ConfigError, match="select_scope"):
         _quiet(train_method, cfg, small_cohort, resolve_split(cfg, small_cohort), tmp_path / "bad")
+
+
+@pytest.mark.parametrize("scope", ["final", "all"])
+def test_a_training_fraction_cuts_only_the_last_stage_by_default(small_cohort, tmp_path, scope):
+    sets = SETS + ["data.train_fraction=0.5", f"data.train_fraction_stages={scope}"]
+    plan = plan_chain(TWO, small_cohort, Resolver(overrides=sets), lambda s, w, f, o: tmp_path / scope / s.name / w)
+    fractions = [(r.stage.name, r.cfg["data"]["train_fraction"]) for r in plan]
+    pre = 1.0 if scope == "final" else 0.5
+    assert fractions == [("pre", pre), ("fine", 0.5), ("fine", 0.5)]
+    _quiet(run_chain, plan, small_cohort)
+    splits = {r.run_dir: pd.read_csv(r.run_dir / "split.csv") for r in plan}
+    pre_split, fine_split = splits[plan[0].run_dir], splits[plan[1].run_dir]
+    pre_train = set(pre_split.case_id[pre_split.split == "train"])
+    fine_train = set(fine_split.case_id[fine_split.split == "train"])
+    assert fine_train < pre_train                                  # fine-tuning sees a part of pre-training's
+    brca = fine_split.case_id[fine_split.split == "train"].map(small_cohort.manifest["site"]).eq("BRCA").all()
+    assert brca
+    full = resolve_config(TWO, overrides=SETS)
+    whole = restrict_split(resolve_split(full, small_cohort), small_cohort, ["BRCA"])["train"]
+    assert abs(len(fine_train) - len(whole) / 2) <= 2              # the cut is half of the site's training part
+    if scope == "final":
+        assert len([c for c in pre_train if small_cohort.manifest.at[c, "site"] == "BRCA"]) == len(whole)
+    for part in ("val", "test"):                                    # the evaluated patients never change
+        assert set(fine_split.case_id[fine_split.split == part]) <= set(pre_split.case_id[pre_split.split == part])
+
+
+def test_a_cut_child_accepts_only_a_subset_of_its_parents_training_part(small_cohort, tmp_path):
+    from modaltune.runs.chain import check_same_split
+
+    site_of = small_cohort.manifest["site"].astype(str).to_dict()
+    parent = {"train": ["a", "b", "c"], "val": ["d"], "test": ["e"]}
+    site_of.update(dict.fromkeys("abcdefg", "BRCA"))
+    cut = {"train": ["a", "c"], "val": ["d"], "test": ["e"]}
+    check_same_split(parent, cut, site_of, ["BRCA"], file=tmp_path, what="parent", train_subset=True)
+    with pytest.raises(InputError, match="1 train patient"):        # a cut is still refused unless declared
+        check_same_split(parent, cut, site_of, ["BRCA"], file=tmp_path, what="parent")
+    with pytest.raises(InputError, match=r"1 train patient.*\(f\)"):    # a training patient the parent never had
+        check_same_split(parent, {**cut, "train": ["a", "f"]}, site_of, ["BRCA"], file=tmp_path, what="parent",
+                         train_subset=True)
+    with pytest.raises(InputError, match="1 test patient"):         # validation and test parts stay identical
+        check_same_split(parent, {**cut, "test": ["e", "g"]}, site_of, ["BRCA"], file=tmp_path, what="parent",
+                         train_subset=True)
+
+
+def test_a_bad_fraction_scope_is_refused(small_cohort, tmp_path):
+    with pytest.raises(ConfigError, match="train_fraction_stages"):
+        plan_chain(TWO, small_cohort, Resolver(overrides=SETS + ["data.train_fraction_stages=some"]),
+                   lambda s, w, f, o: tmp_path / s.name / w)
+
+
+def test_a_benchmark_fine_tunes_every_fraction_from_the_whole_parts_pre_training(small_cohort, tmp_path):
+    from modaltune.benchmark.cells import Unit
+    from modaltune.benchmark.runner import Benchmark
+
+    bench = Benchmark(small_cohort.root, [TWO], seeds=[0], folds=2, out=tmp_path / "b", ood=False,
+                      overrides=SETS, train_fractions=[0.5])
+    spec, sites = bench.specs[0], ["BRCA", "NSCLC"]
+    full, cut = (bench.plan(spec, Unit(0, 0, f), None, sites) for f in (1.0, 0.5))
+    assert cut[0].run_dir == full[0].run_dir and cut[0].cfg["data"]["train_fraction"] == 1.0   # one pre-training
+    assert cut[1].run_dir != full[1].run_dir and "frac50_fold0_seed0" in str(cut[1].run_dir)
+    assert cut[1].cfg["train"]["init_from"] == str(full[0].run_dir)

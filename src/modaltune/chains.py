@@ -30,10 +30,31 @@ from .runs import layout
 from .runs.builders import method_class
 
 __all__ = ["Resolver", "PlannedRun", "plan_chain", "run_chain", "train_chain", "evaluate_with_ood",
-           "STAGES_DIR"]
+           "STAGES_DIR", "FRACTION_STAGES", "stage_train_fraction"]
 
 #: Where ``modaltune train OUT`` puts the runs of a method's earlier stages.
 STAGES_DIR = "stages"
+
+#: Values of ``data.train_fraction_stages``.
+FRACTION_STAGES = ("final", "all")
+
+
+def stage_train_fraction(cfg: dict, final: bool) -> float:
+    """The training fraction a stage of a chain trains on.
+
+    ``data.train_fraction`` cuts the training part of every fold for a data-efficiency study. With
+    ``data.train_fraction_stages: final`` (the default, the MICE paper's protocol) only the chain's
+    last stage (fine-tuning, distillation) is cut and earlier stages (pan-cancer pre-training, the
+    teacher) train on the whole training part, so "pre-training then fine-tuning on 25 %" is
+    compared with "training from scratch on 25 %"; ``all`` cuts every stage. A single-stage method is
+    cut either way.
+    """
+    data = cfg["data"]
+    fraction = float(data.get("train_fraction") if data.get("train_fraction") is not None else 1.0)
+    scope = data.get("train_fraction_stages") or "final"
+    if scope not in FRACTION_STAGES:
+        raise ConfigError(f"data.train_fraction_stages must be one of {FRACTION_STAGES}, got {scope!r}")
+    return fraction if final or scope == "all" else 1.0
 
 
 @dataclass
@@ -133,6 +154,7 @@ def plan_chain(method: str, cohort: Cohort, resolve: Callable[[str], dict], run_
     for i, stage in enumerate(stages):
         cfg, own = _stage_cfg(owner, stage, resolve)
         final = i == len(stages) - 1
+        cfg["data"]["train_fraction"] = stage_train_fraction(cfg, final)
         runs = []
         for where, sites in _groups(cfg, cohort, stage.scope):
             c = copy.deepcopy(cfg)

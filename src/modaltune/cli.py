@@ -331,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--drop-at-test", help="also evaluate with each of these modalities removed from every test "
                                           "patient: wsi, omics, report (comma-separated)")
     s.add_argument("--train-fractions", help="data efficiency: also train on these fractions of each training part, "
-                                             "e.g. 0.1,0.25,0.5 (validation and test parts unchanged)")
+                                             "e.g. 0.1,0.25,0.5 (validation and test parts unchanged; only the last "
+                                             "stage of a chained method, e.g. MICE's fine-tuning, unless "
+                                             "data.train_fraction_stages=all)")
     s.add_argument("--tasks", help="single-task methods: train only these tasks (subtype, survival; default both)")
     s.add_argument("--attribution", action="store_true",
                    help="Shapley share of each modality in the predicted risk, per site (attribution.csv)")

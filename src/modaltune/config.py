@@ -50,6 +50,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "grid": 50,               # side of fixed-size bags (methods declaring fixed_bags): grid**2 patches
         "eval_batch_size": 1,     # patients per inference batch (batched methods)
         "train_fraction": 1.0,    # keep this fraction of the training patients (data-efficiency studies)
+        "train_fraction_stages": "final",  # final: only a chain's last stage (fine-tuning) is cut | all stages
         "site_map": None,         # {external site: site of the parent model's vocabulary}
         "pretrain_only_sites": None,  # sites used by pooled pre-training stages only, never evaluated
         "endpoint": None,         # survival endpoint: None/os | pfs | {default: os, SITE: pfs} (Cohort.with_endpoints)

@@ -16,7 +16,8 @@ under ``--out``:
 - with ``drop_at_test``: ``table_missing.md`` -- each method with a modality removed from every test
   patient (its own missing-modality path);
 - with ``train_fractions``: ``data_efficiency.md`` -- Overall test metrics when each training part is
-  cut to a fraction (nested, stratified; validation and test parts unchanged);
+  cut to a fraction (nested, stratified; validation and test parts unchanged; by default only a
+  chain's last stage, e.g. MICE's fine-tuning: ``data.train_fraction_stages``);
 - with ``attribution``: ``attribution.csv`` -- per site, the mean share of each modality in the
   predicted risk (exact Shapley values, :mod:`modaltune.runs.attribution`);
 - ``results.csv`` / ``results.json``: every number with the run directory it came from.
@@ -31,7 +32,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..chains import PlannedRun, Resolver, check_stage_overrides, plan_chain, run_chain
+from ..chains import PlannedRun, Resolver, check_stage_overrides, plan_chain, run_chain, stage_train_fraction
 from ..config import deep_merge
 from ..data.cohort import Cohort
 from ..data.dataset import MODALITIES
@@ -161,9 +162,14 @@ class Benchmark:
 
     def plan(self, spec: MethodSpec, unit: Unit, task: str | None, sites: list[str]) -> list[PlannedRun]:
         """The runs of one cell, in order (shared stages resolve to the same directories)."""
-        return plan_chain(spec.name, self.cohort, self._resolver(spec, unit, task, sites),
-                          lambda stage, where, final, own: cell_dir(self.out, spec, stage, where, unit, task, final,
-                                                                    own))
+        resolver = self._resolver(spec, unit, task, sites)
+        owner = resolver(spec.name)
+
+        def run_dir(stage, where, final, own):   # an uncut stage is the 100 % unit's run (trained once)
+            staged = Unit(unit.fold, unit.seed, stage_train_fraction(owner, final))
+            return cell_dir(self.out, spec, stage, where, staged, task, final, own)
+
+        return plan_chain(spec.name, self.cohort, resolver, run_dir)
 
     def _record(self, spec: MethodSpec, unit: Unit, metrics: dict, run_dir: Path, metric_names, *, table="table2",
                 label=None, family=None, family_order=None) -> None:

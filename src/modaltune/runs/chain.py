@@ -46,8 +46,14 @@ class Parent:
 
 
 def check_same_split(parent_split: Mapping[str, Sequence[str]], child_split: Mapping[str, Sequence[str]],
-                     site_of: Mapping[str, str], sites: Sequence[str], *, file: Path, what: str) -> None:
+                     site_of: Mapping[str, str], sites: Sequence[str], *, file: Path, what: str,
+                     train_subset: bool = False) -> None:
     """Refuse when the parent's split, restricted to ``sites``, differs from the child's.
+
+    With ``train_subset`` (a child cut to ``data.train_fraction`` of its training part, its parent
+    trained on the whole part) the child's training patients may be a subset of the parent's; the
+    validation and test parts must still be identical, so the parent never saw the child's
+    validation or test patients.
 
     Raises:
         InputError: naming the parent's split file, the first differing patients and the fix.
@@ -56,8 +62,8 @@ def check_same_split(parent_split: Mapping[str, Sequence[str]], child_split: Map
     for part in SPLITS:
         mine = {c for c in child_split.get(part, []) if site_of.get(c) in keep}
         theirs = {c for c in parent_split.get(part, []) if site_of.get(c) in keep}
-        if mine != theirs:
-            diff = sorted(mine ^ theirs)
+        if mine != theirs and not (train_subset and part == "train" and mine <= theirs):
+            diff = sorted(mine - theirs) if train_subset and part == "train" else sorted(mine ^ theirs)
             raise InputError(f"the {what} run used another split: {len(diff)} {part} patient(s) differ "
                              f"({names(sorted(diff))})", file=file, case=diff[0],
                              fix="train every stage with the same data.split, data.split_seed, data.fold and "
@@ -72,8 +78,9 @@ def _check_genes(state: FittedState, cohort: Cohort, file: Path, what: str) -> N
 
 
 def load_parent(parent_dir: str | Path, cohort: Cohort, split: Mapping[str, Sequence[str]],
-                sites: Sequence[str]) -> Parent:
-    """Check and load the run a child starts from (``train.init_from``)."""
+                sites: Sequence[str], train_subset: bool = False) -> Parent:
+    """Check and load the run a child starts from (``train.init_from``); ``train_subset``: the child
+    trains on a part of the parent's training patients (see :func:`check_same_split`)."""
     parent_dir = Path(parent_dir)
     _, parent_cohort = read_run_config(parent_dir)
     weights = parent_dir / layout.BEST
@@ -86,7 +93,8 @@ def load_parent(parent_dir: str | Path, cohort: Cohort, split: Mapping[str, Sequ
     site_of = cohort.manifest["site"].astype(str).to_dict()
     if same:
         parent_split = load_split(parent_dir / layout.SPLIT, cohort.manifest)
-        check_same_split(parent_split, split, site_of, sites, file=parent_dir / layout.SPLIT, what="parent")
+        check_same_split(parent_split, split, site_of, sites, file=parent_dir / layout.SPLIT, what="parent",
+                         train_subset=train_subset)
     else:
         import pandas as pd
 
@@ -102,8 +110,9 @@ def load_parent(parent_dir: str | Path, cohort: Cohort, split: Mapping[str, Sequ
 
 
 def load_frozen_runs(slots: Mapping[str, str | None], cohort: Cohort, split: Mapping[str, Sequence[str]],
-                     sites: Sequence[str], state: FittedState) -> dict[str, Method]:
-    """Load every frozen run a method holds, after checking it used the same split and state."""
+                     sites: Sequence[str], state: FittedState, train_subset: bool = False) -> dict[str, Method]:
+    """Load every frozen run a method holds, after checking it used the same split (``train_subset``:
+    see :func:`check_same_split`) and state."""
     out: dict[str, Method] = {}
     site_of = cohort.manifest["site"].astype(str).to_dict()
     for slot, run_dir in slots.items():
@@ -113,7 +122,8 @@ def load_frozen_runs(slots: Mapping[str, str | None], cohort: Cohort, split: Map
                                  "(the benchmark and `modaltune train` chain it for you)")
         run_dir = Path(run_dir)
         run = load_run(run_dir, cohort)
-        check_same_split(run.split, split, site_of, sites, file=run_dir / layout.SPLIT, what=slot)
+        check_same_split(run.split, split, site_of, sites, file=run_dir / layout.SPLIT, what=slot,
+                         train_subset=train_subset)
         if not run.state.same_as(state):
             raise InputError(f"the {slot} run's fitted state (scaler, bin edges) differs from this run's",
                              file=run_dir / layout.STATE,

@@ -279,13 +279,14 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
     seed_everything(seed)
     sites = sorted({str(cohort.manifest.at[c, "site"]) for part in split.values() for c in part})
     init_from = cfg["train"].get("init_from")
-    parent = load_parent(init_from, cohort, split, sites) if init_from else None
+    subset = float(cfg["data"].get("train_fraction") or 1.0) < 1.0   # a cut fine-tuning of a whole-part parent
+    parent = load_parent(init_from, cohort, split, sites, train_subset=subset) if init_from else None
     inputs = prepare_run(cfg, cohort, split, run_dir, state=parent.state if parent else None,
                          info=None if parent is None else dataclasses.replace(
                              parent.info, task=str((cfg.get("model") or {}).get("task") or "multi"),
                              site_map={**parent.info.site_map, **dict(cfg["data"].get("site_map") or {})}))
     slots = method_class(cfg).frozen_slots(cfg)
-    frozen = load_frozen_runs(slots, cohort, split, sites, inputs.state) if slots else None
+    frozen = load_frozen_runs(slots, cohort, split, sites, inputs.state, train_subset=subset) if slots else None
 
     seed_everything(seed)
     method = build_method(cfg, inputs.info, frozen)
