@@ -14,7 +14,7 @@ from modaltune.data.splits import (
     strata_keys,
     validate_split,
 )
-from modaltune.errors import InputError
+from modaltune.errors import InputError, InputWarning
 
 
 def make_manifest(seed: int = 0) -> pd.DataFrame:
@@ -151,3 +151,19 @@ def test_duplicate_errors_name_file_and_case(manifest, tmp_path):
 def test_validate_split_unknown_name(manifest):
     with pytest.raises(InputError, match="unknown split name"):
         validate_split({"training": []}, manifest)
+
+
+def test_a_split_file_that_forgets_patients_warns_but_a_runs_own_split_may_not(manifest, tmp_path):
+    import warnings
+
+    split = make_holdout_split(manifest, seed=0)
+    forgotten = split["train"][0]
+    cut = {**split, "train": split["train"][1:]}
+    path = tmp_path / "split.csv"
+    save_split(cut, path)
+    with pytest.warns(InputWarning, match=rf"1 patient\(s\) of the split's sites are in no split.*{forgotten}"):
+        load_split(path, manifest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # a run's own split.csv (a data-efficiency cut) loads quietly
+        again = load_split(path, manifest, warn_uncovered=False)
+    assert sorted(again["train"]) == sorted(cut["train"]) and again["test"] == cut["test"]

@@ -286,8 +286,12 @@ def _read_columns(df: pd.DataFrame, path: Path, manifest: pd.DataFrame) -> dict[
     return out
 
 
-def load_split(path: str | Path, manifest: pd.DataFrame) -> dict[str, list[str]]:
+def load_split(path: str | Path, manifest: pd.DataFrame, warn_uncovered: bool = True) -> dict[str, list[str]]:
     """Read a split file (ours or SurvPath/CLAM style) and validate it against the manifest.
+
+    ``warn_uncovered``: warn about patients of the split's sites that no part lists (a user's split
+    file that forgets patients); off for a run's own ``split.csv``, which leaves out by design the
+    training patients a data-efficiency cut (``data.train_fraction``) removed.
 
     Raises:
         InputError: unreadable/unknown format, unknown cases, or cases listed twice (naming file and cases).
@@ -309,7 +313,8 @@ def load_split(path: str | Path, manifest: pd.DataFrame) -> dict[str, list[str]]
         raise InputError(f"unrecognised split file columns {list(df.columns)}", file=path,
                          fix="use columns case_id,split or SurvPath/CLAM columns train,val,test")
     split = validate_split(split, manifest, file=path)
-    _warn_uncovered(split, manifest, path)
+    if warn_uncovered:
+        _warn_uncovered(split, manifest, path)
     return split
 
 

@@ -92,7 +92,7 @@ def load_parent(parent_dir: str | Path, cohort: Cohort, split: Mapping[str, Sequ
     same = parent_cohort is not None and Path(parent_cohort).resolve() == Path(cohort.root).resolve()
     site_of = cohort.manifest["site"].astype(str).to_dict()
     if same:
-        parent_split = load_split(parent_dir / layout.SPLIT, cohort.manifest)
+        parent_split = load_split(parent_dir / layout.SPLIT, cohort.manifest, warn_uncovered=False)
         check_same_split(parent_split, split, site_of, sites, file=parent_dir / layout.SPLIT, what="parent",
                          train_subset=train_subset)
     else:

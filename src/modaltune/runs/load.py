@@ -52,7 +52,7 @@ def read_run_config(run_dir: str | Path) -> tuple[dict, str | None]:
 
 def run_split(run_dir: str | Path, cohort: Cohort) -> dict[str, list[str]]:
     """The split a run used (``split.csv``), validated against ``cohort``."""
-    return load_split(Path(run_dir) / layout.SPLIT, cohort.manifest)
+    return load_split(Path(run_dir) / layout.SPLIT, cohort.manifest, warn_uncovered=False)
 
 
 def load_run(run_dir: str | Path, cohort: Cohort | None = None, weights: str = layout.BEST) -> LoadedRun:
