@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .cli_setup import _DefaultsFormatter, _setup_logging, _shipped
+from .cli_setup import _DefaultsFormatter, _shipped
 from .errors import ModaltuneError
+from .logs import setup_logging
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run a sub-command; a modaltune error prints its message and exits 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except ModaltuneError as exc:

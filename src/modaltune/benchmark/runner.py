@@ -358,13 +358,10 @@ def _init_job(cores: int) -> None:
     """A parallel benchmark job: its share of the cores (``train.threads: auto`` reads it), messages."""
     import os
 
-    from ..errors import install_warning_format
+    from ..logs import setup_logging
 
     os.environ["MODALTUNE_CORES"] = str(int(cores))
-    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [job {os.getpid()}] %(name)s: %(message)s")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    install_warning_format()
+    setup_logging(tag=f"[job {os.getpid()}]")
 
 
 def _train_cells(kwargs: dict, cells: list[tuple[str, Unit, str | None]]) -> int:
