@@ -137,6 +137,28 @@ def test_a_stopped_chain_resumes_in_the_middle(small_cohort, tmp_path):
     assert set(results) == {plan[1].run_dir, plan[2].run_dir} and all(results.values())
 
 
+def test_a_kept_finished_run_trained_with_other_settings_is_named(small_cohort, tmp_path):
+    """Resuming keeps finished runs; when they were trained with other settings, a warning names the
+    run and the changed keys (a benchmark resumed after a config change would otherwise mix them)."""
+    from modaltune.errors import InputWarning
+
+    def run_dir_of(stage, where, final, own):
+        return tmp_path / stage.name / where
+
+    plan = plan_chain(TWO, small_cohort, Resolver(overrides=SETS), run_dir_of)
+    _quiet(run_chain, plan, small_cohort, evaluate=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_chain(plan_chain(TWO, small_cohort, Resolver(overrides=SETS), run_dir_of), small_cohort, evaluate=True)
+    assert not [w for w in caught if "other settings" in str(w.message)]
+    changed = plan_chain(TWO, small_cohort, Resolver(overrides=SETS + ["train.lr=0.5"]), run_dir_of)
+    with pytest.warns(InputWarning, match="other settings") as caught:
+        run_chain(changed, small_cohort, evaluate=True)
+    texts = [str(w.message) for w in caught if "other settings" in str(w.message)]
+    assert len(texts) == 3 and all("train.lr: " in t and "-> 0.5" in t for t in texts)
+    assert any(str(plan[0].run_dir) in t for t in texts)              # the pre-training run is named too
+
+
 def test_stage_settings_are_checked(small_cohort):
     with pytest.raises(ConfigError, match="unknown stage"):
         resolve_config(TWO, overrides=["stages.warmup.train.epochs=2"])

@@ -210,6 +210,7 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
         for run in stage_runs:
             metrics_path = run.run_dir / layout.METRICS
             if run.final and evaluate and metrics_path.exists() and not fresh:
+                layout.warn_changed_config(run.run_dir, run.cfg, "a finished run and its test metrics are kept")
                 results[run.run_dir] = read_json(metrics_path)
                 continue
             pending.append(run)
@@ -217,6 +218,8 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
                 split = restrict_split(resolve_split(run.cfg, cohort), cohort, run.sites)
                 train_method(run.cfg, cohort, split, run.run_dir,
                              resume=not fresh and (run.run_dir / layout.CHECKPOINTS).exists())
+            else:
+                layout.warn_changed_config(run.run_dir, run.cfg, "a finished run is kept as it is")
         train_cfg = stage_runs[0].cfg["train"]
         if pending and str(train_cfg.get("select_scope") or "run") == "pooled":
             prune = train_cfg.get("keep_epoch_weights", "auto") == "auto"

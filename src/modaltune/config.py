@@ -24,7 +24,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -279,3 +279,28 @@ def dump_config(cfg: dict, path: str | Path) -> None:
     """Write a resolved config as YAML."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def config_differences(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs, as ``key: old -> new``.
+
+    A key present on one side only is shown with ``(absent)`` on the other; the run's own record
+    key ``cohort`` is ignored at the top level.
+    """
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        if not prefix and key == "cohort":
+            continue
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {_show(a)} -> {_show(b)}")
+    return out
+
+
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    return "(absent)" if value is _ABSENT else repr(value)

@@ -49,7 +49,7 @@ from ..methods.base import CohortInfo
 __all__ = ["CONFIG", "SPLIT", "STATE", "INFO", "HISTORY", "BEST", "RUN", "METRICS", "PREDICTIONS", "EMBEDDINGS",
            "CHECKPOINTS", "FIGURES", "LAST", "LOG", "METRICS_OOD", "PREDICTIONS_OOD", "FROZEN_PREFIX", "kept_keys",
            "weights_state", "frozen_fingerprint", "save_weights", "load_weights", "read_checkpoint", "read_info", "write_info",
-           "environment", "now", "run_finished"]
+           "environment", "now", "run_finished", "warn_changed_config"]
 
 CONFIG, SPLIT, STATE, INFO = "config.yaml", "split.csv", "fitted_state.json", "cohort_info.json"
 HISTORY, BEST, RUN = "history.csv", "best.ckpt", "run.json"
@@ -72,6 +72,27 @@ def run_finished(run_dir: str | Path) -> bool:
     if not (Path(run_dir) / BEST).exists() or not run.exists():
         return False
     return "finished" in json.loads(run.read_text())
+
+
+def warn_changed_config(run_dir: str | Path, cfg: dict, what: str) -> list[str]:
+    """Warn when ``run_dir`` was trained with settings other than ``cfg``; returns the differences.
+
+    ``what`` says what happens to the run (e.g. "a finished run is kept as it is"). A benchmark or
+    chain that keeps finished runs would otherwise mix results of different settings in one table
+    without a word.
+    """
+    from ..config import config_differences, load_yaml
+
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        return []
+    diffs = config_differences(load_yaml(path), cfg)
+    if diffs:
+        shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+        warn_input(f"{what}, but it was trained with other settings ({shown}); its results are those of its own "
+                   f"config.yaml", file=path,
+                   fix="delete the run directory (or write into a new --out) to train it with the current settings")
+    return diffs
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import lightning as L
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from ..config import dump_config, load_yaml
+from ..config import dump_config
 from ..data.cohort import Cohort
 from ..data.patient import collate_for, collate_single
 from ..data.splits import validate_split
@@ -260,6 +260,7 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
     split = check_split(split, cohort)
     last_ckpt = run_dir / layout.CHECKPOINTS / layout.LAST
     if resume and not last_ckpt.exists() and layout.run_finished(run_dir):
+        layout.warn_changed_config(run_dir, cfg, "--resume of a finished run trains nothing")
         return _finished_result(cfg, run_dir)
     resuming = bool(resume and last_ckpt.exists())
     if resume and not resuming:
@@ -270,11 +271,8 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
                                               "finished epochs are redone)")
     if not resuming:
         _clear_previous(run_dir)
-    elif (run_dir / layout.CONFIG).exists():
-        old = {k: v for k, v in load_yaml(run_dir / layout.CONFIG).items() if k != "cohort"}
-        if old != cfg:
-            warn_input("resuming with a config that differs from the run's config.yaml", file=run_dir / layout.CONFIG,
-                       fix="resume with the same settings, or train into a new directory")
+    else:
+        layout.warn_changed_config(run_dir, cfg, "the run resumes from its last checkpoint")
 
     seed_everything(seed)
     sites = sorted({str(cohort.manifest.at[c, "site"]) for part in split.values() for c in part})
