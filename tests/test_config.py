@@ -491,3 +491,13 @@ def test_cpu_small_forward(method):
         for key, value in then.items():
             if isinstance(value, torch.Tensor):
                 assert torch.equal(now[key], value), (method, key)
+
+
+def test_config_differences_lists_changed_added_and_removed_keys_but_not_the_cohort_record():
+    from modaltune.config import config_differences
+
+    old = {"cohort": "/a", "seed": 0, "train": {"lr": 0.001, "epochs": 5}, "model": {"x": [1, 2]}}
+    new = {"seed": 0, "train": {"lr": 0.01, "epochs": 5, "batch_size": 2}, "model": {"x": [1, 2]}}
+    assert config_differences(old, new) == ["train.batch_size: (absent) -> 2", "train.lr: 0.001 -> 0.01"]
+    assert config_differences(new, new) == []
+    assert config_differences({"data": {"sites": None}}, {"data": None}) == ["data: {'sites': None} -> None"]
