@@ -501,3 +501,15 @@ def test_config_differences_lists_changed_added_and_removed_keys_but_not_the_coh
     assert config_differences(old, new) == ["train.batch_size: (absent) -> 2", "train.lr: 0.001 -> 0.01"]
     assert config_differences(new, new) == []
     assert config_differences({"data": {"sites": None}}, {"data": None}) == ["data: {'sites': None} -> None"]
+
+
+def test_config_differences_takes_two_spellings_of_one_path_as_equal(tmp_path, monkeypatch):
+    from modaltune.config import config_differences
+
+    (tmp_path / "runs" / "pre").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    old = {"train": {"init_from": "runs/pre"}}
+    assert config_differences(old, {"train": {"init_from": str(tmp_path / "runs" / "pre")}}) == []
+    assert config_differences(old, {"train": {"init_from": str(tmp_path / "other")}}) != []
+    assert config_differences({"m": "missing_a"}, {"m": "missing_b"}) == ["m: 'missing_a' -> 'missing_b'"]

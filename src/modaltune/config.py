@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -284,8 +285,8 @@ def dump_config(cfg: dict, path: str | Path) -> None:
 def config_differences(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two configs, as ``key: old -> new``.
 
-    A key present on one side only is shown with ``(absent)`` on the other; the run's own record
-    key ``cohort`` is ignored at the top level.
+    A key present on one side only is shown with ``(absent)`` on the other; two spellings of the same
+    existing path are equal; the run's own record key ``cohort`` is ignored at the top level.
     """
     out = []
     for key in sorted(set(old) | set(new), key=str):
@@ -294,9 +295,19 @@ def config_differences(old: Mapping, new: Mapping, prefix: str = "") -> list[str
         a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
+        elif a != b and not _same_path(a, b):
             out.append(f"{prefix}{key}: {_show(a)} -> {_show(b)}")
     return out
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    """Two spellings of one existing file or directory (relative / absolute, through a link)."""
+    if not (isinstance(a, str) and isinstance(b, str) and a and b):
+        return False
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 _ABSENT = object()
