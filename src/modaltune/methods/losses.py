@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = ["kl_text_loss", "nll_survival_loss", "survival_risk", "cox_ph_loss", "supcon_loss",
+__all__ = ["balanced_class_weights", "kl_text_loss", "nll_survival_loss", "survival_risk", "cox_ph_loss", "supcon_loss",
            "multiview_contrastive", "CONTRASTIVE_FORMS", "cross_entropy"]
 
 
@@ -206,3 +206,20 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     if logits.dim() == 1:
         logits = logits.unsqueeze(0)
     return F.cross_entropy(logits.float(), target.reshape(-1).long().to(logits.device), weight=weight)
+
+
+def balanced_class_weights(info, n_out: int) -> torch.Tensor:
+    """One weight per subtype logit: ``max_k n_k / n_c`` within each site's slice of the head.
+
+    The counts are ``info.train_class_counts`` (training patients only, so validation and test
+    patients never change a weight); a class without training patients weighs 1, and so does every
+    logit when no counts are known.
+    """
+    w = torch.ones(max(1, int(n_out)))
+    for site, counts in (info.train_class_counts or {}).items():
+        sl = info.subtype_slice(site)
+        top = max(counts, default=0)
+        for c, n in enumerate(counts[: sl.stop - sl.start]):
+            w[sl.start + c] = top / n if n > 0 else 1.0
+    return w
+

@@ -44,7 +44,7 @@ from ...encoders.mil import PPEG, NystromAttention
 from ...errors import ConfigError
 from ...registry import METHODS
 from ..base import CohortInfo, LossOutput
-from .label_method import LabelMethod, label_loss, merged_config
+from .label_method import LabelMethod, merged_config
 from .multimodal import _TwoModalityInputs, token_pathways
 
 __all__ = ["TokenTransformer", "CMTAMethod"]
@@ -165,10 +165,7 @@ class CMTAMethod(LabelMethod):
         if not self.mcfg.get("align"):
             return super().loss(batch)
         t = self.class_tokens(batch)
-        out = self.head(self._fuse(t)).reshape(-1)
-        if self.task == "subtype":
-            out = self.site_logits(out, batch)
-        task, logs = label_loss(self.task, out, batch, self.mcfg.get("surv_alpha", 0.4))
+        task, logs = self.task_loss(self.head(self._fuse(t)).reshape(-1), batch)
         align = F.l1_loss(t["dec_p"], t["enc_p"].detach()) + F.l1_loss(t["dec_g"], t["enc_g"].detach())
         logs["align"] = float(align.detach())
         return LossOutput({"loss": task, "align": align}, logs)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ..base import CohortInfo, LossOutput, Method
 from ..inputs import flag, scalar
-from ..losses import nll_survival_loss, survival_risk
+from ..losses import balanced_class_weights, nll_survival_loss, survival_risk
 
 TASKS = ("subtype", "survival")
 
@@ -53,9 +53,12 @@ class TaskHead(nn.Module):
         return self.fc(self.drop(h))
 
 
-def label_loss(task: str, out: Tensor, batch: dict, alpha: float = 0.4) -> tuple[Tensor, dict[str, float]]:
+def label_loss(task: str, out: Tensor, batch: dict, alpha: float = 0.4,
+               weight: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """Loss of one patient's head output ``out`` ([K] or [1,K]; for subtypes, the site's logits).
 
+    ``weight`` ([K], subtypes only): the cross-entropy is multiplied by the weight of the patient's
+    class (a weighted mean over the patients of an accumulated step, up to its normalisation).
     Returns ``(loss, logs)``; ``logs["counted"]`` is 1.0 when the patient contributed a loss.
     """
     out = out.reshape(-1).float()
@@ -64,6 +67,8 @@ def label_loss(task: str, out: Tensor, batch: dict, alpha: float = 0.4) -> tuple
         if y < 0:
             return (0 * out).sum(), {"loss": 0.0, "counted": 0.0}
         loss = F.cross_entropy(out.unsqueeze(0), torch.tensor([y], device=out.device))
+        if weight is not None:
+            loss = loss * weight[y].to(loss)
     else:
         b = int(scalar(batch, "survival_bin", -1).item())
         if not flag(batch, "has_survival", True) or b < 0:
@@ -91,7 +96,7 @@ class LabelMethod(Method):
     def base_config(cls) -> dict[str, Any]:
         """Settings every baseline shares (model task, head, schedule)."""
         return {
-            "model": {"task": "subtype", "head_dropout": 0.0, "surv_alpha": 0.4},
+            "model": {"task": "subtype", "head_dropout": 0.0, "surv_alpha": 0.4, "class_weights": "none"},
             "train": {"epochs": 20, "lr": 2e-4, "weight_decay": 1e-5, "warmup_epochs": 1,
                       "accumulate": 32},
         }
@@ -109,6 +114,24 @@ class LabelMethod(Method):
         if self.task not in TASKS:
             raise ConfigError(f"model.task must be one of {TASKS} for baseline "
                               f"'{getattr(self, 'registry_name', type(self).__name__)}', got {self.task!r}")
+        weighting = m.get("class_weights", "none")
+        if weighting not in ("none", "balanced"):
+            raise ConfigError(f"model.class_weights must be 'none' or 'balanced', got {weighting!r}")
+        self.register_buffer("class_weights", self._class_weights(weighting), persistent=False)
+
+    def _class_weights(self, weighting: str) -> Tensor:
+        """``balanced``: ``max_k n_k / n_c`` per site (training patients), scaled so that the average
+        training patient weighs 1 (the learning rate keeps its meaning); ``none``: all 1."""
+        n_out = max(1, int(self.info.n_classes))
+        if self.task != "subtype" or weighting == "none":
+            return torch.ones(n_out)
+        w = balanced_class_weights(self.info, n_out)
+        weighted = total = 0.0
+        for site, counts in (self.info.train_class_counts or {}).items():
+            sl = self.info.subtype_slice(site)
+            for c, n in enumerate(counts[: sl.stop - sl.start]):
+                weighted, total = weighted + n * float(w[sl.start + c]), total + n
+        return w * (total / weighted) if weighted > 0 else w
 
     def make_head(self, in_dim: int) -> TaskHead:
         """The task head on a representation of width ``in_dim``."""
@@ -131,12 +154,17 @@ class LabelMethod(Method):
         """The patient's own site's subtype logits of a head output ``[K]``."""
         return out[self.info.subtype_slice(str(batch.get("site", "")))]
 
+    def task_loss(self, out: Tensor, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        """:func:`label_loss` of a head output ``[K]`` (the site's logits and class weights for subtypes)."""
+        weight = None
+        if self.task == "subtype":
+            sl = self.info.subtype_slice(str(batch.get("site", "")))
+            out, weight = out.reshape(-1)[sl], self.class_weights[sl]
+        return label_loss(self.task, out, batch, self.mcfg.get("surv_alpha", 0.4), weight=weight)
+
     def loss(self, batch: dict) -> LossOutput:
         """The task loss of one patient (one term, ``loss``)."""
-        out = self(batch)
-        if self.task == "subtype":
-            out = self.site_logits(out, batch)
-        loss, logs = label_loss(self.task, out, batch, self.mcfg.get("surv_alpha", 0.4))
+        loss, logs = self.task_loss(self(batch), batch)
         return LossOutput({"loss": loss}, logs)
 
     def embed(self, batch: dict) -> Tensor:

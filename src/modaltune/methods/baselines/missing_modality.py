@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ...registry import METHODS
 from ..base import CohortInfo, LossOutput
 from ..inputs import has_bag, has_omics
-from .label_method import LabelMethod, TaskHead, label_loss, merged_config
+from .label_method import LabelMethod, TaskHead, merged_config
 from .pathomic import PATHOMIC_DEFAULTS, PaperABMIL, SNNBranch
 
 __all__ = ["ImputationMethod", "ABMILLinearMapping", "ABMILAutoencoder", "build_imputer"]
@@ -85,16 +85,11 @@ class ImputationMethod(LabelMethod):
         """``[h_wsi; h_hat]`` ``[1, 2 dim]``; reads the slide only, never ``omics``."""
         return torch.cat(self.imputed(batch), dim=-1)
 
-    def _task(self, out: Tensor, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        if self.task == "subtype":
-            out = self.site_logits(out, batch)
-        return label_loss(self.task, out, batch, self.mcfg.get("surv_alpha", 0.4))
-
     def loss(self, batch: dict) -> LossOutput:
         """Terms ``loss`` (task), ``impute`` (MSE to the stopped SNN embedding) and, with
         ``omics_head``, ``omics`` (task loss of the omics head)."""
         h_wsi, h_hat = self.imputed(batch)
-        task, logs = self._task(self.head(torch.cat([h_wsi, h_hat], dim=-1)).reshape(-1), batch)
+        task, logs = self.task_loss(self.head(torch.cat([h_wsi, h_hat], dim=-1)).reshape(-1), batch)
         terms = {"loss": task}
         paired = has_bag(batch) and has_omics(batch)
         h_omic = self.omics(batch) if has_omics(batch) else None
@@ -106,7 +101,7 @@ class ImputationMethod(LabelMethod):
         logs["impute"] = float(impute.detach())
         if self.omics_head is not None:
             if h_omic is not None:
-                omics_loss, _ = self._task(self.omics_head(h_omic).reshape(-1), batch)
+                omics_loss, _ = self.task_loss(self.omics_head(h_omic).reshape(-1), batch)
             else:
                 omics_loss = sum((0 * p).sum() for p in self.omics_head.parameters())
             terms["omics"] = omics_loss

@@ -35,7 +35,7 @@ from ...config import deep_merge
 from ...encoders.deformable import DeformableAttention2D
 from ...errors import ConfigError
 from ..base import CohortInfo, GradientContext, Method
-from ..losses import nll_survival_loss, survival_risk
+from ..losses import balanced_class_weights, nll_survival_loss, survival_risk
 from .losses import class_confidence, coordinate_rows, partial_logits, survival_confidence
 
 __all__ = ["DMSF_VARIANTS", "EXPERTS", "BAG_KEY", "TASKS", "COMBINE", "dmsf_model_defaults", "stage_train", "choose_10x",
@@ -123,15 +123,9 @@ class DMSFBase(Method):
     # ------------------------------------------------------------------ building blocks
     def _class_weights(self, weighting: str) -> Tensor:
         """One weight per logit of the head: ``max_k n_k / n_c`` within each site's slice."""
-        w = torch.ones(max(1, self.n_out))
         if self.task != "subtype" or weighting == "none":
-            return w
-        for site, counts in (self.info.train_class_counts or {}).items():
-            sl = self.info.subtype_slice(site)
-            top = max(counts, default=0)
-            for c, n in enumerate(counts[: sl.stop - sl.start]):
-                w[sl.start + c] = top / n if n > 0 else 1.0
-        return w
+            return torch.ones(max(1, self.n_out))
+        return balanced_class_weights(self.info, self.n_out)
 
     def make_dca(self) -> DeformableAttention2D:
         """A deformable attention block with the configured geometry (spec (b), 93,921 parameters at 128)."""
