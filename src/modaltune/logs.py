@@ -24,8 +24,9 @@ _IGNORED_WARNINGS = (".*isinstance\\(treespec, LeafSpec\\).*", ".*module\\(s\\) 
 def setup_logging(verbose: bool = False, tag: str = "") -> None:
     """Configure the root logger (``tag`` goes before the logger's name, e.g. ``[job 123]``).
 
-    Lightning sets its loggers to INFO when it is first imported, so it is imported here first and
-    quietened afterwards; otherwise a process that imports it later (a spawned job) prints its tips.
+    Lightning sets its loggers to INFO when it is first imported, which may come later (a spawned
+    job imports it when it trains); its loggers therefore stop propagating to ours as well, so that
+    its INFO lines are dropped whenever it is imported.
     """
     prefix = f" {tag}" if tag else ""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -34,10 +35,6 @@ def setup_logging(verbose: bool = False, tag: str = "") -> None:
     if verbose:
         warnings.simplefilter("default")
         return
-    try:
-        import lightning.pytorch  # noqa: F401  (its import-time logger set-up must come before ours)
-    except ImportError:  # pragma: no cover
-        pass
     for name in _QUIET:
         lg = logging.getLogger(name)
         lg.setLevel(logging.WARNING)
