@@ -75,6 +75,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
         "devices": "auto",
         "strategy": "auto",           # ddp for multi-GPU (devices: N); unused-parameter detection is on
         "select_metric": "auto",      # auto | val_balanced_accuracy | val_auc | val_c_index | val_mean | val_loss | last
+        #                               or per task: {subtype: val_auc, survival: val_c_index} (training.scoring)
         "select_initial": False,      # with init_from: the starting weights compete as epoch -1 on validation
         "select_scope": "run",        # run | pooled: one epoch for all sites of a per-site stage (runs.pooled)
         "keep_epoch_weights": "auto",  # every epoch's weights under checkpoints/: auto = until a pooled choice

@@ -55,3 +55,28 @@ def test_the_paper_setting_is_one_config_away():
     assert resolve_config("abmil", file="paper")["train"]["select_metric"] == "auto"     # baselines unchanged
     small = resolve_config("modaltune", file="cpu_small")
     assert small["train"]["select_metric"] == "auto" and small["eval"]["cph_penalizer"] == "auto"
+
+
+def test_a_mapping_names_the_metric_per_task():
+    per_task = {"train": {"select_metric": {"subtype": "val_auc", "survival": "val_c_index"}}}
+    assert resolve_select_metric(per_task, _decl("predict", ("subtype",)), TRAIN) == "val_auc"
+    assert resolve_select_metric(per_task, _decl("predict", ("survival",)), TRAIN) == "val_c_index"
+    # a multi-task run, or a task the mapping leaves out, resolves as auto (the declared metric first)
+    assert resolve_select_metric(per_task, _decl("probe"), TRAIN) == "val_mean"
+    only_subtype = {"train": {"select_metric": {"subtype": "val_auc"}}}
+    assert resolve_select_metric(only_subtype, _decl("predict", ("survival",)), TRAIN) == "val_c_index"
+    assert resolve_select_metric(only_subtype, _decl("predict", ("survival",), select="val_loss"), TRAIN) \
+        == "val_loss"
+    with pytest.raises(ConfigError, match="not a task"):
+        resolve_select_metric({"train": {"select_metric": {"diagnosis": "val_auc"}}}, _decl("predict"), TRAIN)
+    with pytest.raises(ConfigError, match="select_metric"):
+        resolve_select_metric({"train": {"select_metric": {"subtype": "val_best"}}}, _decl("predict", ("subtype",)),
+                              TRAIN)
+
+
+def test_a_per_task_mapping_passes_through_the_command_line_syntax():
+    from modaltune.config import resolve_config
+
+    cfg = resolve_config("abmil_plain", file="cpu_small",
+                         overrides=["train.select_metric={subtype: val_auc, survival: val_c_index}"])
+    assert cfg["train"]["select_metric"] == {"subtype": "val_auc", "survival": "val_c_index"}

@@ -29,8 +29,14 @@ def resolve_select_metric(cfg: Mapping, decl: Declaration, train_df: pd.DataFram
     subtype labels ``val_mean`` (mean of validation balanced accuracy and C-index) when one probed
     embedding serves both tasks (ModalTune; the paper selected on classification alone, which the
     ``paper`` configs keep) and validation balanced accuracy otherwise; without subtype labels the
-    validation C-index."""
-    name = str(cfg["train"].get("select_metric", "auto"))
+    validation C-index.
+
+    A mapping from task to metric (``{subtype: val_auc, survival: val_c_index}``) names the metric per
+    task: a single-task run takes its task's entry, a multi-task run or a task the mapping does not name
+    resolves as ``auto``. One setting can so give every model of a table the same epoch choice in a
+    benchmark that trains both tasks (the disentangled paper's tables select on AUC).
+    """
+    name = _named_metric(cfg["train"].get("select_metric", "auto"), decl)
     if name == "auto" and decl.select_metric != "auto":
         name = decl.select_metric
     if name != "auto":
@@ -48,6 +54,18 @@ def resolve_select_metric(cfg: Mapping, decl: Declaration, train_df: pd.DataFram
         return "val_c_index"
     # one probed embedding serves both tasks: neither task alone chooses its epoch (issue 15)
     return "val_mean" if decl.evaluation == "probe" else "val_balanced_accuracy"
+
+
+def _named_metric(value, decl: Declaration) -> str:
+    """The metric a ``train.select_metric`` value names for this run ("auto" when it names none)."""
+    if not isinstance(value, Mapping):
+        return str(value)
+    unknown = sorted(set(map(str, value)) - {"subtype", "survival"})
+    if unknown:
+        raise ConfigError(f"train.select_metric maps tasks to metrics; {unknown} is not a task "
+                          f"(use subtype and/or survival, e.g. {{subtype: val_auc, survival: val_c_index}})")
+    tasks = tuple(decl.tasks)
+    return str(value.get(tasks[0], "auto")) if len(tasks) == 1 else "auto"
 
 
 def score_epoch(method, *, decl: Declaration, train_ds, val_ds, train_df: pd.DataFrame, val_df: pd.DataFrame,
