@@ -83,3 +83,19 @@ def test_quick_disentangled_demo_reports_the_student_clusters(tmp_path):
     for stage in ("dmsf_teacher", "dmsf_student", "dmsf_distill"):
         for hist in (runs / stage).rglob("history.csv"):
             assert len(pd.read_csv(hist)) == 2, hist
+
+
+def test_the_disentangled_tables_train_every_model_alike():
+    """Weighted CE and the epoch chosen on validation AUC / C-index for the baselines, as for DMSF."""
+    from modaltune.config import resolve_config
+    from modaltune.demo.disentangled import TABLE_OVERRIDES
+    from modaltune.registry import METHODS, load_builtin
+    from modaltune.training.scoring import resolve_select_metric
+
+    load_builtin()
+    train = pd.DataFrame({"site": ["GBMLGG"] * 4, "subtype_index": [0, 1, 2, 3], "rare": [False] * 4})
+    for name in ("abmil_plain", "snn", "abmil_lm", "dmsf_teacher"):
+        for task, metric in (("subtype", "val_auc"), ("survival", "val_c_index")):
+            cfg = resolve_config(name, file="cpu_small", overrides=[*TABLE_OVERRIDES, f"model.task={task}"])
+            assert cfg["model"]["class_weights"] == "balanced"
+            assert resolve_select_metric(cfg, METHODS.get(name).declare(cfg), train) == metric, (name, task)
