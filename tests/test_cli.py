@@ -181,3 +181,20 @@ def test_train_without_evaluation_says_what_to_run(cli_cohort, tmp_path, capsys)
     run = out / "BRCA"
     assert (run / "config.yaml").exists() and not (run / "metrics.json").exists()
     assert f"modaltune evaluate {run}" in capsys.readouterr().out
+
+
+def test_demo_jobs_default_to_one_per_core_and_reach_the_demo(monkeypatch, capsys):
+    import modaltune.demo as demo
+    from modaltune.training import threads
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: calls.append(kw))
+    monkeypatch.setenv("MODALTUNE_CORES", "3")            # what available_cores() reports
+    assert threads.available_cores() == 3
+    assert main(["demo", "--out", "x"]) == 0
+    assert main(["demo", "--out", "x", "--jobs", "1", "--system", "mice"]) == 0
+    assert [c["jobs"] for c in calls] == [3, 1] and calls[1]["system"] == "mice"
+    for bad in ("0", "two", "-1"):
+        assert main(["demo", "--out", "x", "--jobs", bad]) != 0
+        assert "--jobs must be 'auto' or a positive number" in capsys.readouterr().err
+    assert len(calls) == 2                                # a bad value trains nothing

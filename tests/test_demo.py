@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,9 @@ def test_ood_note_counts_the_test_patients_and_events(tmp_path):
 def test_quick_disentangled_demo_reports_the_student_clusters(tmp_path):
     from modaltune.demo.disentangled import run_disentangled_demo
 
-    summary = run_disentangled_demo(tmp_path, quick=True, seed=0, folds=2, methods=("dmsf_student", "dmsf_distill"))
+    # two jobs: the demo trains its independent cells in parallel processes first, then only reads them
+    summary = run_disentangled_demo(tmp_path, quick=True, seed=0, folds=2, methods=("dmsf_student", "dmsf_distill"),
+                                    jobs=2)
     md = (tmp_path / "demo_results.md").read_text()
     assert "DMSF student" in md and "tumor in prototype 0" in md
     agree = pd.read_csv(tmp_path / "benchmark" / "compartments.csv")
@@ -83,6 +86,9 @@ def test_quick_disentangled_demo_reports_the_student_clusters(tmp_path):
     for stage in ("dmsf_teacher", "dmsf_student", "dmsf_distill"):
         for hist in (runs / stage).rglob("history.csv"):
             assert len(pd.read_csv(hist)) == 2, hist
+    # the runs were trained by the spawned jobs, not by the demo's own process
+    pids = {json.loads(p.read_text())["pid"] for p in runs.rglob("run.json")}
+    assert pids and os.getpid() not in pids
 
 
 def test_the_disentangled_tables_train_every_model_alike():

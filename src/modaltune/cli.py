@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_setup import _DefaultsFormatter, _shipped
-from .errors import ModaltuneError
+from .errors import ConfigError, ModaltuneError
 from .logs import setup_logging
 
 
@@ -91,8 +91,6 @@ def cmd_prepare(args) -> int:
 
 def _column_map(items: list[str]) -> dict[str, str] | None:
     """``["event=os_event", "time=os_months"]`` -> ``{"event": "os_event", "time": "os_months"}``."""
-    from .errors import ConfigError
-
     out = {}
     for item in items or []:
         field, sep, column = item.partition("=")
@@ -197,8 +195,20 @@ def cmd_demo(args) -> int:
     """``modaltune demo``: the whole pipeline on a synthetic cohort."""
     from .demo import run_demo
 
-    run_demo(args.out, system=args.system, quick=args.quick, seed=args.seed or 0, benchmark=not args.no_benchmark)
+    run_demo(args.out, system=args.system, quick=args.quick, seed=args.seed or 0, benchmark=not args.no_benchmark,
+             jobs=_demo_jobs(args.jobs))
     return 0
+
+
+def _demo_jobs(value: str) -> int:
+    """``--jobs`` of the demo: a positive number, or ``auto`` = one job per available CPU core."""
+    from .training.threads import available_cores
+
+    if str(value).strip().lower() == "auto":
+        return available_cores()
+    if not str(value).strip().isdigit() or int(value) < 1:
+        raise ConfigError(f"--jobs must be 'auto' or a positive number, not {value!r}")
+    return int(value)
 
 
 def cmd_methods(args) -> int:
@@ -353,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which system to show (default: ModalTune and its baselines)")
     s.add_argument("--quick", action="store_true", help="smaller cohort and fewer epochs (tests use this)")
     s.add_argument("--no-benchmark", action="store_true", help="skip the baseline comparison")
+    s.add_argument("--jobs", default="auto",
+                   help="independent runs trained in parallel processes: a number, or auto = one per CPU core "
+                        "(results identical to --jobs 1)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("methods", help="list registered methods")

@@ -7,7 +7,10 @@
 - ``disentangled``: the tumor / microenvironment teacher, the slide-only student and its
   distillation against their baselines over folds x seeds (:mod:`.disentangled`).
 
-Each writes under ``--out`` and resumes when re-run into the same directory.
+Each writes under ``--out`` and resumes when re-run into the same directory. ``jobs`` > 1 trains the
+benchmark's independent cells in that many processes first (:meth:`~modaltune.benchmark.runner.Benchmark.train_parallel`:
+the same results as one job, in less time on a machine with several cores; ``modaltune demo`` uses one job
+per core).
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ SYSTEMS = ("modaltune", "mice", "disentangled")
 
 
 def run_demo(out: str | Path = "modaltune_demo", *, system: str = "modaltune", quick: bool = False, seed: int = 0,
-             benchmark: bool = True, methods=None) -> dict:
+             benchmark: bool = True, methods=None, jobs: int = 1) -> dict:
     """Run one system's demo into ``out`` (see the module docstring); returns its results.
 
     ``methods`` replaces the system's default list of methods (tests use a short one).
     """
-    kw = {} if methods is None else {"methods": list(methods)}
+    kw = {"jobs": int(jobs), **({} if methods is None else {"methods": list(methods)})}
     if system == "modaltune":
         return run_modaltune_demo(out, quick=quick, seed=seed, benchmark=benchmark, **kw)
     if system == "mice":

@@ -40,7 +40,7 @@ TABLE_OVERRIDES = ("model.class_weights=balanced", "train.select_metric={subtype
 
 
 def run_disentangled_demo(out: str | Path = "modaltune_demo_disentangled", *, quick: bool = False, seed: int = 0,
-                          folds: int = 3, methods=DISENTANGLED_DEMO_METHODS) -> dict:
+                          folds: int = 3, methods=DISENTANGLED_DEMO_METHODS, jobs: int = 1) -> dict:
     """Run the disentangled-framework demo; returns the results also written to ``OUT/demo_results.json``."""
     from ..benchmark.compartments import compartment_agreement, summarise_agreement
     from ..benchmark.runner import Benchmark
@@ -65,6 +65,7 @@ def run_disentangled_demo(out: str | Path = "modaltune_demo_disentangled", *, qu
     bench = Benchmark(cohort_dir, list(methods), seeds=[seed], folds=folds, config="cpu_small",
                       overrides=[*TABLE_OVERRIDES, *(QUICK_OVERRIDES if quick else ())], out=bench_dir, ood=False,
                       metrics=["auc", "accuracy", "f1", "c_index"])
+    bench.train_parallel(jobs)       # independent cells in parallel processes (same results)
     bench.run_in_domain()
     paths = bench.write()
     md = Path(paths["markdown"]).read_text()

@@ -51,7 +51,7 @@ def fold_oracle(truth: Path, cohort_dir: Path, n_folds: int, split_seed: int, si
 
 
 def run_mice_demo(out: str | Path = "modaltune_demo_mice", *, quick: bool = False, seed: int = 0, folds: int = 3,
-                  methods=MICE_DEMO_METHODS) -> dict:
+                  methods=MICE_DEMO_METHODS, jobs: int = 1) -> dict:
     """Run the MICE demo; returns the results dict also written to ``OUT/demo_results.json``."""
     from ..benchmark.runner import Benchmark
     from ..data.prepare import prepare_cohort
@@ -74,6 +74,7 @@ def run_mice_demo(out: str | Path = "modaltune_demo_mice", *, quick: bool = Fals
     bench = Benchmark(cohort_dir, list(methods), seeds=[seed], folds=folds, config="cpu_small",
                       overrides=list(QUICK_OVERRIDES) if quick else [], out=bench_dir, ood=False,
                       metrics=["c_index"], drop_at_test=["omics"], train_fractions=[0.25], attribution=True)
+    bench.train_parallel(jobs)       # independent cells in parallel processes (same results)
     bench.run_in_domain()
     paths = bench.write()
     oracle = fold_oracle(raw / "truth.csv", cohort_dir, folds, bench.split_seed, bench.sites)

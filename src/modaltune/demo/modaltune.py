@@ -86,7 +86,7 @@ def ood_note(cohort_dir: Path, seed: int, sites) -> str:
 
 
 def run_demo(out: str | Path = "modaltune_demo", *, quick: bool = False, seed: int = 0, benchmark: bool = True,
-             methods=None) -> dict:
+             methods=None, jobs: int = 1) -> dict:
     """Run the demo; returns the results dict also written to ``OUT/demo_results.json``."""
     from ..benchmark.runner import Benchmark
 
@@ -104,6 +104,7 @@ def run_demo(out: str | Path = "modaltune_demo", *, quick: bool = False, seed: i
     bench = Benchmark(cohort_dir, methods, seeds=[seed], config="cpu_small",
                       overrides=list(QUICK_OVERRIDES) if quick else [], out=bench_dir, ood=True,
                       ood_supervised=[m for m in methods if m in ("abmil_cat",)][:1])
+    bench.train_parallel(jobs)       # independent cells in parallel processes (same results)
     bench.run_in_domain()
     bench.run_ood()
     paths = bench.write()
