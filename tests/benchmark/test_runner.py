@@ -184,6 +184,19 @@ def test_disentangled_ablations_are_variants_of_teacher_and_distilled_student(sm
     assert [r.run_dir.parts[-4] for r in plain_runs] == ["dmsf_teacher", "dmsf_student", "dmsf_distill"]
 
 
+def test_mice_without_its_contrastive_term_is_a_variant(small_cohort, tmp_path):
+    bench = Benchmark(small_cohort.root, ["mice:no_contrastive", "mice"], seeds=[0], folds=3, out=tmp_path / "b",
+                      ood=False)
+    variant, plain = bench.specs
+    assert variant.label == "MICE (no contrastive term)"
+    runs, plain_runs = (bench.plan(s, bench.units[0], None, bench.sites) for s in (variant, plain))
+    weights = [r.cfg["train"]["loss_weights"] for r in runs]
+    assert weights[0] == {"survival": 2.0, "contrastive": 0.0}                 # pre-training: survival alone
+    assert plain_runs[0].cfg["train"]["loss_weights"] == {"survival": 2.0, "contrastive": 1.0}
+    assert len(runs) > 1 and all(w == {"survival": 1.0, "contrastive": 0.0} for w in weights[1:])  # fine-tuning
+    assert {r.run_dir for r in runs}.isdisjoint({r.run_dir for r in plain_runs})
+
+
 def test_connected_groups_cells_that_share_a_run():
     from modaltune.benchmark.runner import _connected
 

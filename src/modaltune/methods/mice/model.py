@@ -67,6 +67,11 @@ class MICE(MICEFamily):
     display_name: ClassVar[str] = "MICE"
     loss_terms: ClassVar[tuple[str, ...]] = ("survival", "contrastive")
     pan_cancer: ClassVar[bool] = True
+    #: ``mice:no_contrastive``: pre-training on the survival loss alone (the paper's contrastive
+    #: ablation, with the rest of MICE unchanged)
+    variants: ClassVar[dict[str, tuple[str, dict]]] = {
+        "no_contrastive": ("no contrastive term",
+                           {"stages": {"pretrain": {"train": {"loss_weights": {"contrastive": 0.0}}}}})}
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
