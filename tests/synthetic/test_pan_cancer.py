@@ -158,6 +158,27 @@ def test_bad_arguments(tmp_path):
         make_pan_cancer(tmp_path, frac_missing_report=1.5)
     with pytest.raises(ConfigError, match="risk_weights"):
         make_pan_cancer(tmp_path, risk_weights=(1.0, -1.0, 1.0))
+    with pytest.raises(ConfigError, match="shared_factor"):
+        make_pan_cancer(tmp_path, shared_factor=1.0)
+
+
+def test_shared_factor_enters_every_modality_and_changes_nothing_else(tmp_path):
+    """``shared_factor`` r: each factor becomes sqrt(1 - r^2) x + r c with the same x; who lacks what is unchanged."""
+    kw = dict(seed=3, sites=("BRCA", "LUAD"), patients=60, patches=(4, 8), dim=8)
+    plain, shared = make_pan_cancer(tmp_path / "plain", **kw), make_pan_cancer(tmp_path / "shared", shared_factor=0.8, **kw)
+    t0, t1 = pd.read_csv(plain["truth"]), pd.read_csv(shared["truth"])
+    kept = ["case_id", "site", "subtype", "has_wsi", "has_expression", "has_report", "n_slides", "stage_written"]
+    pd.testing.assert_frame_equal(t0[kept], t1[kept])
+    assert "shared_factor" not in t0 and "shared_factor" in t1
+    factors = ["program_activity", "site_factor", "report_factor"]
+    for col in factors:
+        np.testing.assert_allclose(t1[col], 0.6 * t0[col] + 0.8 * t1["shared_factor"], atol=2e-6)
+    upper = np.triu_indices(3, 1)
+    assert (t1[factors].corr().to_numpy()[upper] > 0.4).all()          # expected r^2 = 0.64
+    assert (np.abs(t0[factors].corr().to_numpy()[upper]) < 0.3).all()  # independent without it
+    # the report's grade follows its factor, so the written grade now tracks the slide's factor too
+    assert np.corrcoef(t1["grade"], t1["site_factor"])[0, 1] > 0.2
+    assert json.loads(shared["truth_json"].read_text())["shared_factor"] == 0.8
 
 
 def test_oracle_per_site_beats_every_single_component(big):

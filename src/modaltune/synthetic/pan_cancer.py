@@ -45,6 +45,9 @@ so PFS <= OS and both follow the same risk.
   grade in words ("poorly differentiated", "high grade", ...) and stage as TNM + stage group among
   neutral filler (:mod:`.report_words`); with probability ``report_noise`` the written grade is off by
   one. Stage also appears in clinical.tsv (as in GDC) unless ``stage_in_clinical=False``.
+* Cross-modal factor (``shared_factor`` r, default 0): with r > 0 a patient factor ``c ~ N(0, 1)``
+  enters ``a``, ``u`` and ``v`` alike (each becomes ``sqrt(1 - r^2) x + r c``), so the three modalities
+  share patient-level content beyond the site (``truth.csv: shared_factor``); at 0 they share none.
 * Total risk ``eta = risk_shared + risk_site + risk_report``; death time ``lambda_s (E/exp(eta))^(1/k)``,
   censoring ``lambda_s U(0.05, 1.3)``.
 * Missingness (per site, exact counts, patients never dropped): ``frac_missing_expression`` without an
@@ -132,6 +135,7 @@ def make_pan_cancer(
     frac_missing_stage: float = 0.05,
     stage_in_clinical: bool = True,
     secondary: bool = False,
+    shared_factor: float = 0.0,
 ) -> dict[str, Any]:
     """Write a synthetic pan-cancer cohort (see the module docstring for files and model).
 
@@ -162,6 +166,10 @@ def make_pan_cancer(
         frac_missing_stage: fraction of patients per site with stage not recorded (clinical and report).
         stage_in_clinical: write stage/TNM in clinical.tsv (else '-- for everyone; stage only in reports).
         secondary: also write 10x features (features_10x).
+        shared_factor: ``r`` in [0, 1): with ``r > 0`` one more patient factor ``c ~ N(0, 1)`` enters all three
+            modalities, each factor becoming ``sqrt(1 - r^2) x + r c`` (still N(0, 1); any two correlate at
+            ``r^2``), as grade shows in a real slide, report and expression at once; default 0: the
+            modalities share nothing per patient but the site (the files are those of earlier versions).
 
     Returns:
         dict with the written paths (``out``, ``features``, ``features_secondary``, ``clinical``,
@@ -178,7 +186,7 @@ def make_pan_cancer(
         site_shift=site_shift, n_extra_genes=n_extra_genes, n_absent_genes=n_absent_genes), dict(report_noise=report_noise, multi_slide=multi_slide,
                                      frac_missing_expression=frac_missing_expression,
                                      frac_missing_report=frac_missing_report, frac_missing_slides=frac_missing_slides,
-                                     frac_missing_stage=frac_missing_stage))
+                                     frac_missing_stage=frac_missing_stage, shared_factor=shared_factor))
     out = Path(out)
     feature_dirs = (out / "features_20x", out / "features_10x")
     clear_previous(out, feature_dirs, SYNTHETIC_GENERATORS, "make_pan_cancer")
@@ -190,7 +198,8 @@ def make_pan_cancer(
                       morphology_noise=morphology_noise, report_noise=report_noise, site_shift=site_shift,
                       multi_slide=multi_slide, frac_missing_expression=frac_missing_expression,
                       frac_missing_report=frac_missing_report, frac_missing_slides=frac_missing_slides,
-                      frac_missing_stage=frac_missing_stage, stage_in_clinical=stage_in_clinical, secondary=secondary)
+                      frac_missing_stage=frac_missing_stage, stage_in_clinical=stage_in_clinical, secondary=secondary,
+                      shared_factor=float(shared_factor))
     world = draw_world(seed, dim, n_prototypes, n_pathways, pathway_size, n_extra_genes, n_absent_genes)
     used: set[str] = set()
     draws = [draw_pan_site(i, s, n_per_site[s], world, cfg, used, feature_dirs) for i, s in enumerate(sites)]
@@ -219,7 +228,7 @@ def make_pan_cancer(
                   "report": report_noise, "site_shift": site_shift},
         "missing": {"expression": frac_missing_expression, "report": frac_missing_report,
                     "slides": frac_missing_slides, "stage": frac_missing_stage},
-        "stage_in_clinical": stage_in_clinical,
+        "stage_in_clinical": stage_in_clinical, "shared_factor": float(shared_factor),
         "shared_program": program, "shared_program_genes": world.gmt[program],
         "aggressive_prototype": "per site, index 0 of its prototypes (own vector), abundance follows site_factor",
         "grade_freq": list(GRADE_FREQ), "weibull_shape": WEIBULL_SHAPE,

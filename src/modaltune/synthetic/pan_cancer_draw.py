@@ -107,6 +107,7 @@ class PanSettings:
     frac_missing_stage: float
     stage_in_clinical: bool
     secondary: bool
+    shared_factor: float = 0.0
 
 
 @dataclass
@@ -173,6 +174,11 @@ def draw_pan_site(index: int, site: str, n: int, world: World, cfg: PanSettings,
         probs = np.append(probs, spec.rare_freq)
     latent = rng.choice(len(probs), size=n, p=probs / probs.sum())
     a, u, v = rng.standard_normal(n), rng.standard_normal(n), rng.standard_normal(n)
+    c = np.zeros(n)
+    if cfg.shared_factor > 0:   # one patient factor in all three modalities (own stream: the rest is unchanged)
+        c = rng_for(cfg.seed, 3, index + 1, sum(map(ord, site))).standard_normal(n)
+        keep = np.sqrt(1.0 - cfg.shared_factor ** 2)
+        a, u, v = (keep * x + cfg.shared_factor * c for x in (a, u, v))
     stage = _ordinal(rng, v, 0.6, spec.stage_freq)
     grade = _ordinal(rng, v, 0.8, GRADE_FREQ)
     written_grade = np.where(rng.random(n) < cfg.report_noise,
@@ -257,7 +263,9 @@ def draw_pan_site(index: int, site: str, n: int, world: World, cfg: PanSettings,
             "risk": round(float(risk[i]), 6),
             "log_hazard": round(float(risk[i] - k * np.log(spec.scale_months)), 6),
             "program_activity": round(float(a[i]), 6), "site_factor": round(float(u[i]), 6),
-            "report_factor": round(float(v[i]), 6), "stage": int(stage[i]), "grade": int(grade[i]),
+            "report_factor": round(float(v[i]), 6), **({"shared_factor": round(float(c[i]), 6)}
+                                                        if cfg.shared_factor > 0 else {}),
+            "stage": int(stage[i]), "grade": int(grade[i]),
             "grade_written": int(written_grade[i]) if not no_report[i] else -1,
             "stage_written": not bool(hide_stage[i]),
             "morph_fraction_target": round(float(f_target[i]), 6),
