@@ -195,6 +195,8 @@ def test_mice_without_its_contrastive_term_is_a_variant(small_cohort, tmp_path):
     assert plain_runs[0].cfg["train"]["loss_weights"] == {"survival": 2.0, "contrastive": 1.0}
     assert len(runs) > 1 and all(w == {"survival": 1.0, "contrastive": 0.0} for w in weights[1:])  # fine-tuning
     assert {r.run_dir for r in runs}.isdisjoint({r.run_dir for r in plain_runs})
+    with pytest.raises(ConfigError, match="no variant 'no_contrastive'"):   # nothing to remove without pre-training
+        parse_methods(["mice_scratch:no_contrastive"])
 
 
 def test_connected_groups_cells_that_share_a_run():

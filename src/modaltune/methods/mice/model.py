@@ -213,6 +213,7 @@ class MICEScratch(MICE):
     display_name: ClassVar[str] = "MICE (per site, no pre-training)"
     loss_terms: ClassVar[tuple[str, ...]] = ("survival",)
     pan_cancer: ClassVar[bool] = False
+    variants: ClassVar[dict[str, tuple[str, dict]]] = {}   # no pre-training, so no contrastive term to remove
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
