@@ -106,6 +106,22 @@ def test_synth_and_prepare_write_a_cohort(cli_cohort):
         assert (cohort / name).exists(), name
 
 
+def test_synth_holds_out_the_default_site_only_when_it_is_chosen(tmp_path, capsys):
+    """`--sites` without BLCA and without `--ood-sites` writes a cohort with no held-out site (it used to
+    refuse: the default BLCA was not among the sites); BLCA among the sites is held out; an explicit
+    held-out site outside the sites is still refused with the fix."""
+    import json
+
+    args = ["--patients", "6", "--dim", "8"]
+    assert main(["synth", "--out", str(tmp_path / "a"), "--sites", "BRCA,RCC", *args]) == 0
+    assert json.loads((tmp_path / "a" / "truth.json").read_text())["ood_sites"] == []
+    assert main(["synth", "--out", str(tmp_path / "b"), "--sites", "brca,blca", *args]) == 0
+    assert json.loads((tmp_path / "b" / "truth.json").read_text())["ood_sites"] == ["BLCA"]
+    capsys.readouterr()
+    assert main(["synth", "--out", str(tmp_path / "c"), "--sites", "BRCA", "--ood-sites", "BLCA", *args]) != 0
+    assert "leave them out of ood_sites" in capsys.readouterr().err
+
+
 def test_train_with_unknown_set_key_exits_2(cli_cohort, tmp_path, capsys):
     rc = main(["train", "abmil", "--cohort", str(cli_cohort / "cohort"), "--out", str(tmp_path / "run"),
                "--set", "train.epoch=1"])

@@ -43,12 +43,15 @@ def overrides(args) -> list[str]:
 def cmd_synth(args) -> int:
     """``modaltune synth``: write the built-in synthetic cohort."""
     from .synthetic import make_synthetic
+    from .synthetic.generate import DEFAULT_OOD_SITES
 
     kwargs = {"seed": args.seed}
     if args.sites:
         kwargs["sites"] = tuple(s.strip() for s in args.sites.split(",") if s.strip())
     if args.ood_sites is not None:
         kwargs["ood_sites"] = tuple(s.strip() for s in args.ood_sites.split(",") if s.strip())
+    elif args.sites:   # the default held-out site only where it is among the chosen sites
+        kwargs["ood_sites"] = tuple(s for s in DEFAULT_OOD_SITES if s in {x.upper() for x in kwargs["sites"]})
     if args.patients:
         kwargs["patients"] = args.patients
     if args.dim:
@@ -263,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "expression.tsv, pathways.gmt, reports.csv, features)")
     s.add_argument("--seed", type=int, default=0, help="seed of the generator")
     s.add_argument("--sites", help="comma-separated TCGA sites, e.g. BRCA,NSCLC,RCC,BLCA")
-    s.add_argument("--ood-sites", help="comma-separated held-out sites (default BLCA)")
+    s.add_argument("--ood-sites", help="comma-separated held-out sites (default BLCA when it is among "
+                   "the sites; '' holds out none)")
     s.add_argument("--patients", type=int, help="patients per site")
     s.add_argument("--dim", type=int, help="patch-feature width")
     s.set_defaults(func=cmd_synth)

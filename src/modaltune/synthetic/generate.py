@@ -23,7 +23,11 @@ from .sites import DEFAULT_PATIENTS, DIAGNOSIS_CLASS, SITES, prototype_names
 from .world import Settings, World, draw_world
 from .writers import clear_previous, write_clinical, write_expression, write_gmt, write_reports, write_rows
 
-__all__ = ["make_synthetic"]
+__all__ = ["make_synthetic", "DEFAULT_OOD_SITES"]
+
+#: sites held out for out-of-distribution evaluation by default (`modaltune synth` holds out those
+#: of them that are among the chosen sites)
+DEFAULT_OOD_SITES: tuple[str, ...] = ("BLCA",)
 
 #: ``generator`` of truth.json: recognises an earlier synthetic cohort in the output directory. It names
 #: the function's first home and is kept so files stay byte-identical and older cohorts are recognised.
@@ -35,7 +39,7 @@ def make_synthetic(
     *,
     seed: int = 0,
     sites: Sequence[str] = ("BRCA", "NSCLC", "RCC", "BLCA"),
-    ood_sites: Sequence[str] = ("BLCA",),
+    ood_sites: Sequence[str] = DEFAULT_OOD_SITES,
     patients: int | Mapping[str, int] | None = None,
     dim: int = 64,
     patches: tuple[int, int] = (64, 384),
@@ -190,7 +194,8 @@ def _validate(sites, ood_sites, dim, patches, n_prototypes, n_pathways, pathway_
         raise ConfigError(f"make_synthetic: duplicate sites in {list(sites)}")
     bad = [s for s in ood_sites if s not in sites]
     if bad:
-        raise ConfigError(f"make_synthetic: ood_sites {bad} are not among sites {list(sites)}")
+        raise ConfigError(f"make_synthetic: ood_sites {bad} are not among sites {list(sites)}; add them to the "
+                          f"sites or leave them out of ood_sites (ood_sites=() holds out none)")
     if dim < 2:
         raise ConfigError(f"make_synthetic: dim must be >= 2, got {dim}")
     if len(patches) != 2 or not (1 <= patches[0] <= patches[1]):
