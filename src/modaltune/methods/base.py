@@ -26,7 +26,7 @@ runs a paper's ablation table in one command.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -151,6 +151,18 @@ class Method(nn.Module):
             else:
                 (no_decay if getattr(p, "_no_weight_decay", False) else default)["params"].append(p)
         return [g for g in [default, *groups, no_decay] if g["params"]]
+
+    def fitted_choices(self, genes: Sequence[str]) -> dict[str, Any]:
+        """What the method itself chose from the training patients, for ``fitted_choices.json``.
+
+        Args:
+            genes: gene symbols in the order of the omics vector (to name selected genes).
+
+        Returns:
+            JSON-serialisable choices (default: none, and no file is written), e.g. the teacher's
+            highly variable genes per subspace.
+        """
+        return {}
 
     def adjust_gradients(self, ctx: GradientContext) -> None:
         """Change gradients after backward, before the optimiser step (default: nothing)."""

@@ -6,6 +6,7 @@ Layout of ``RUN_DIR`` (written by :func:`modaltune.training.engine.train_method`
     config.yaml          resolved config (+ ``cohort``: the cohort directory)
     split.csv            case_id,split of the patients this run used
     fitted_state.json    omics scaler and survival bin edges (training patients only)
+    fitted_choices.json  what the method chose from the training patients (e.g. the teacher's genes), if any
     cohort_info.json     the CohortInfo the method was built with (to rebuild it without the cohort)
     history.csv          one row per epoch: train loss, lr, validation scores, best epoch so far
     best.ckpt            weights of the selected epoch (trainable params + buffers)
@@ -46,12 +47,13 @@ from torch import nn
 from ..errors import CheckpointError, InputError, warn_input
 from ..methods.base import CohortInfo
 
-__all__ = ["CONFIG", "SPLIT", "STATE", "INFO", "HISTORY", "BEST", "RUN", "METRICS", "PREDICTIONS", "EMBEDDINGS",
+__all__ = ["CONFIG", "SPLIT", "STATE", "INFO", "CHOICES", "HISTORY", "BEST", "RUN", "METRICS", "PREDICTIONS", "EMBEDDINGS",
            "CHECKPOINTS", "FIGURES", "LAST", "LOG", "METRICS_OOD", "PREDICTIONS_OOD", "FROZEN_PREFIX", "kept_keys",
            "weights_state", "frozen_fingerprint", "save_weights", "load_weights", "read_checkpoint", "read_info", "write_info",
            "environment", "now", "run_finished", "warn_changed_config"]
 
 CONFIG, SPLIT, STATE, INFO = "config.yaml", "split.csv", "fitted_state.json", "cohort_info.json"
+CHOICES = "fitted_choices.json"
 HISTORY, BEST, RUN = "history.csv", "best.ckpt", "run.json"
 METRICS, PREDICTIONS, EMBEDDINGS = "metrics.json", "predictions.csv", "embeddings.npz"
 CHECKPOINTS, FIGURES, LAST = "checkpoints", "figures", "last.ckpt"

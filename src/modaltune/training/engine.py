@@ -120,7 +120,7 @@ def _finished_result(cfg: dict, run_dir: Path) -> dict[str, Any]:
 def _clear_previous(run_dir: Path) -> None:
     if (run_dir / layout.CHECKPOINTS).is_dir():
         shutil.rmtree(run_dir / layout.CHECKPOINTS)
-    for name in (layout.HISTORY, layout.BEST, layout.METRICS, layout.PREDICTIONS, layout.EMBEDDINGS,
+    for name in (layout.HISTORY, layout.CHOICES, layout.BEST, layout.METRICS, layout.PREDICTIONS, layout.EMBEDDINGS,
                  layout.METRICS_OOD, layout.PREDICTIONS_OOD, POOLED_SELECTION):
         if (run_dir / name).exists():
             (run_dir / name).unlink()
@@ -299,6 +299,9 @@ def _train_method(cfg: dict, cohort: Cohort, split: dict[str, list[str]], run_di
                  columns=["case_id", "split"]).to_csv(run_dir / layout.SPLIT, index=False)
     write_json(run_dir / layout.STATE, inputs.state.to_dict())
     layout.write_info(inputs.info, run_dir / layout.INFO)
+    choices = method.fitted_choices(list(inputs.state.genes))
+    if choices:
+        write_json(run_dir / layout.CHOICES, choices)
     write_json(run_dir / layout.RUN, {"seed": seed, "method": cfg["method"], "evaluation": decl.evaluation,
                                       "batching": decl.batching, "inputs": sorted(decl.inputs),
                                       "init_from": str(init_from) if init_from else None,

@@ -75,6 +75,17 @@ def test_distillation_started_from_the_student(chain):
     assert any("snn" in k for k in teacher) and not any("snn" in k for k in dst)
 
 
+def test_the_teacher_run_names_the_genes_it_read(chain, two_mag_cohort):
+    out, _ = chain
+    choices = read_json(_stage(out, "teacher") / "fitted_choices.json")
+    weights = _weights(_stage(out, "teacher"))
+    for s in ("tumor", "tme"):
+        expected = [two_mag_cohort.genes[int(i)] for i in weights[f"genes_{s}"]]
+        assert choices["teacher_genes"][s] == expected and expected
+    assert choices["hvg_fraction"] == 0.3 and choices["hvg_random"] is False
+    assert not (_stage(out, "student") / "fitted_choices.json").exists()     # a method that chose nothing
+
+
 def test_a_teacher_from_another_split_is_refused(chain, two_mag_cohort, tmp_path):
     out, _ = chain
     cfg = resolve_config("dmsf_distill", overrides=[*TINY, "data.split_seed=5",

@@ -28,13 +28,15 @@ with the accumulated, rank-averaged gradients, where each magnification's classi
 coordinated class row by class row (:func:`.losses.coordinate_rows`; encoder gradients and the
 bias are untouched).
 
-Predictions combine the two magnifications with the dual-expert rule of :mod:`.common`.
+Predictions combine the two magnifications with the dual-expert rule of :mod:`.common`. The genes
+each subspace reads (the training split's highly variable genes) are written by name to the run's
+``fitted_choices.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +47,7 @@ from ..base import CohortInfo, Declaration, GradientContext, LossOutput
 from .common import DMSF_VARIANTS, EXPERTS, DMSFBase, dmsf_model_defaults, stage_train
 from .losses import CGC_MODES, DEV_FORMS, dev_loss
 from .snn import MaxNet
-from .subspaces import SUBSPACES, teacher_genes
+from .subspaces import DEFAULT_SUBSPACES, SUBSPACES, teacher_genes
 
 __all__ = ["SelectionLayer", "TeacherExpert", "DMSFTeacher"]
 
@@ -174,6 +176,16 @@ class DMSFTeacher(DMSFBase):
     def gene_indices(self, subspace: str) -> Tensor:
         """Indices (into the omics vector) of the genes a subspace's SNN reads."""
         return getattr(self, f"genes_{subspace}")
+
+    def fitted_choices(self, genes: Sequence[str]) -> dict[str, Any]:
+        """The genes each subspace's SNN reads (chosen on the training patients' variances), by name."""
+        chosen = {}
+        for s in SUBSPACES:
+            idx = [int(i) for i in self.gene_indices(s).tolist()]
+            chosen[s] = [str(genes[i]) for i in idx] if len(genes) > max(idx, default=-1) else idx
+        return {"teacher_genes": chosen, "hvg_fraction": float(self.mcfg.get("hvg_fraction", 0.3)),
+                "hvg_random": bool(self.mcfg.get("hvg_random", False)),
+                "subspaces": {k: list(v) for k, v in (self.mcfg.get("subspaces") or DEFAULT_SUBSPACES).items()}}
 
     def forward_experts(self, batch: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """Both magnifications' outputs (see :meth:`TeacherExpert.forward`)."""
