@@ -121,3 +121,31 @@ def test_options_are_checked(two_mag_cohort, two_mag_split):
                 "model.dev_form=eq7", "model.class_weights=inverse", "model.task=grade"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             build("dmsf_teacher", two_mag_cohort, two_mag_split, bad)
+
+
+def test_withheld_genes_cut_the_gene_path_for_chosen_patients_in_training_only(two_mag_cohort, two_mag_split):
+    teacher, cfg, _ = build("dmsf_teacher", two_mag_cohort, two_mag_split, "model.withhold_genes=0.5",
+                            "model.dropout=0")
+    batch = batch_of(two_mag_cohort, two_mag_split, cfg, n=8)
+    shifted = {**batch, "omics": batch["omics"] + 3.0}
+    teacher.train()
+    torch.manual_seed(1)
+    a = teacher.forward_experts(batch)["m20"]["logits"]
+    torch.manual_seed(1)
+    b = teacher.forward_experts(shifted)["m20"]["logits"]
+    same = (a - b).abs().amax(-1) < 1e-6
+    assert 0 < int(same.sum()) < 8                      # withheld patients ignore their expression, others do not
+    withheld = [i for i in range(8) if bool(same[i])]
+    torch.manual_seed(1)
+    teacher.zero_grad()
+    teacher.forward_experts(batch)["m20"]["logits"][withheld].sum().backward()
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0 for p in teacher.snn.parameters())
+    assert float(teacher.withheld["tumor"].grad.abs().max()) > 0
+    teacher.eval()
+    with torch.no_grad():
+        c, d = (teacher.forward_experts(x)["m20"]["logits"] for x in (batch, shifted))
+    assert bool(((c - d).abs().amax(-1) > 1e-6).all())  # evaluation always reads the genes
+    plain, _, _ = build("dmsf_teacher", two_mag_cohort, two_mag_split)
+    assert not any("withheld" in k for k in plain.state_dict())   # the paper's teacher is unchanged
+    with pytest.raises(ConfigError, match="withhold_genes"):
+        build("dmsf_teacher", two_mag_cohort, two_mag_split, "model.withhold_genes=1")

@@ -58,6 +58,7 @@ def dmsf_model_defaults() -> dict[str, Any]:
         "subspaces": {"tumor": ["TUMOR_*"], "tme": ["TME_*"]}, "hvg_fraction": 0.3, "hvg_random": False,
         "snn_hidden": [64, 48, 32], "snn_activation": "elu", "selection_query": "fused", "selection_heads": 8,
         "cgc": True, "cgc_projection": "paper", "dev_weight": 1.0e4, "dev_form": "code",
+        "withhold_genes": 0.0,
         # student / distillation
         "ita_k": 5, "ita_variant": "code", "temperature": 2.0,
     }

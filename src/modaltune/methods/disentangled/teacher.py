@@ -28,6 +28,11 @@ with the accumulated, rank-averaged gradients, where each magnification's classi
 coordinated class row by class row (:func:`.losses.coordinate_rows`; encoder gradients and the
 bias are untouched).
 
+``model.withhold_genes`` (0, the paper; not in the paper or the code): during training each patient's
+gene embeddings are replaced, with this probability, by a learned stand-in per subspace, so the
+histology path alone must carry the task for those patients (a teacher that has to look; evaluation
+and distillation always read the genes).
+
 Predictions combine the two magnifications with the dual-expert rule of :mod:`.common`. The genes
 each subspace reads (the training split's highly variable genes) are written by name to the run's
 ``fitted_choices.json``.
@@ -169,6 +174,11 @@ class DMSFTeacher(DMSFBase):
         self.snn = nn.ModuleDict({s: MaxNet(len(genes[s]), self.dim, m["snn_hidden"], float(m["dropout"]),
                                             str(m["snn_activation"])) for s in SUBSPACES})
         dims = self.feature_dims()
+        self.withhold = float(m.get("withhold_genes", 0.0))
+        if not 0.0 <= self.withhold < 1.0:
+            raise ConfigError(f"model.withhold_genes must be in [0, 1), got {self.withhold!r}")
+        if self.withhold > 0:   # a learned stand-in for a withheld gene embedding, per subspace
+            self.withheld = nn.ParameterDict({s: nn.Parameter(torch.zeros(self.dim)) for s in SUBSPACES})
         self.experts = nn.ModuleDict({e: TeacherExpert(dims[e], self.n_out, self.make_dca, self.dim, query,
                                                        int(m["selection_heads"]), float(m["dropout"]))
                                       for e in EXPERTS})
@@ -192,6 +202,9 @@ class DMSFTeacher(DMSFBase):
         omics = batch["omics"].float()
         omics = omics.unsqueeze(0) if omics.dim() == 1 else omics
         genes = {s: self.snn[s](omics[:, self.gene_indices(s)]) for s in SUBSPACES}
+        if self.training and self.withhold > 0:
+            drop = torch.rand(omics.shape[0], 1, device=omics.device) < self.withhold
+            genes = {s: torch.where(drop, self.withheld[s].to(g.dtype).expand_as(g), g) for s, g in genes.items()}
         return {e: self.experts[e](self.bag(batch, e), genes) for e in EXPERTS}
 
     def loss(self, batch: Mapping[str, Any]) -> LossOutput:
