@@ -189,10 +189,7 @@ class DMSFTeacher(DMSFBase):
 
     def fitted_choices(self, genes: Sequence[str]) -> dict[str, Any]:
         """The genes each subspace's SNN reads (chosen on the training patients' variances), by name."""
-        chosen = {}
-        for s in SUBSPACES:
-            idx = [int(i) for i in self.gene_indices(s).tolist()]
-            chosen[s] = [str(genes[i]) for i in idx] if len(genes) > max(idx, default=-1) else idx
+        chosen = {s: [str(genes[int(i)]) for i in self.gene_indices(s).tolist()] for s in SUBSPACES}
         return {"teacher_genes": chosen, "hvg_fraction": float(self.mcfg.get("hvg_fraction", 0.3)),
                 "hvg_random": bool(self.mcfg.get("hvg_random", False)),
                 "subspaces": {k: list(v) for k, v in (self.mcfg.get("subspaces") or DEFAULT_SUBSPACES).items()}}
