@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("benchmark", help="methods x sites x seeds with Table-2/3 style tables",
                        formatter_class=_DefaultsFormatter)
     s.add_argument("--cohort", type=Path, required=True, help="cohort directory written by `modaltune prepare`")
-    s.add_argument("--methods", required=True, help="comma-separated method names (see `modaltune methods`)")
+    s.add_argument("--methods", required=True, help="comma-separated method specs (see `modaltune methods`): NAME, "
+                   "NAME:pan, NAME:VARIANT, or 'A|B' = per fold the one better on validation")
     s.add_argument("--sites", help="comma-separated sites or TCGA project ids (default: all in-domain sites)")
     s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each seed is one split and one "
                                                     "initialisation (tables: mean ± std over seeds)")

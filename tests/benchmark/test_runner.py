@@ -6,51 +6,14 @@ import warnings
 
 import pandas as pd
 import pytest
-from torch import nn
 
 from modaltune.benchmark.cells import Unit, cell_dir, parse_methods, units
 from modaltune.benchmark.runner import Benchmark
 from modaltune.errors import ConfigError
-from modaltune.methods.base import LossOutput, Method, Stage
-from modaltune.methods.losses import nll_survival_loss, survival_risk
+from modaltune.methods.base import Stage
 from modaltune.pipeline import resolve_site_names
-from modaltune.registry import METHODS
 
-TOY = "_test_runner_toy"
-
-
-class _Toy(Method):
-    requires = frozenset({"omics"})
-    evaluation = "predict"
-    tasks = ("survival",)
-    family = "Toy family"
-    family_order = 7
-    display_name = "Toy"
-    variants = {"x3": ("scale 3", {"model": {"scale": 3.0}})}
-
-    @classmethod
-    def default_config(cls):
-        return {"model": {"scale": 1.0}}
-
-    def __init__(self, cfg, info):
-        super().__init__(cfg, info)
-        self.net = nn.Linear(info.n_genes, info.n_bins)
-
-    def loss(self, p):
-        out = self.net(p["omics"].float())
-        if not bool(p["has_survival"]) or int(p["survival_bin"]) < 0:
-            return LossOutput({"nll": out.sum() * 0})
-        return LossOutput({"nll": nll_survival_loss(out, p["survival_bin"], p["event"])})
-
-    def embed(self, p):
-        return self.net(p["omics"].float())
-
-    def predict(self, p):
-        return {"logits": None, "risk": survival_risk(self.net(p["omics"].float()))}
-
-
-if TOY not in METHODS:
-    METHODS.register(TOY)(_Toy)
+TOY = "_test_runner_toy"   # registered by tests/benchmark/conftest.py
 
 
 def test_units():
@@ -200,7 +163,7 @@ def test_mice_without_its_contrastive_term_is_a_variant(small_cohort, tmp_path):
 
 
 def test_connected_groups_cells_that_share_a_run():
-    from modaltune.benchmark.runner import _connected
+    from modaltune.benchmark.parallel import _connected
 
     assert _connected([{"a"}, {"b"}, {"a", "c"}, {"d"}, {"c"}]) == [[0, 2, 4], [1], [3]]
 

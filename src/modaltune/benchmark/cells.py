@@ -4,7 +4,9 @@ A *method spec* is a registered name (``abmil``), ``name:pan`` for one model poo
 site (``modaltune:pan`` is the paper's "ModalTune Pan-Cancer"; site-aware label heads make it valid
 for label-trained methods too), or ``name:variant`` for one of the method's named ablations
 (:attr:`Method.variants`, e.g. ``dmsf_teacher:no_cgc``): its config overrides apply to every stage
-of the cell, whose runs then get directories of their own (never shared with the plain method). A *unit* is one (fold, seed): with ``--folds K`` every fold of a
+of the cell, whose runs then get directories of their own (never shared with the plain method);
+``a|b|...`` is one row whose numbers come, per unit, from the member chosen on validation
+(:class:`Selection`). A *unit* is one (fold, seed): with ``--folds K`` every fold of a
 k-fold split (one split seed for all folds, so folds pair across methods) times every seed; without
 folds, the seed's holdout split. A *task* is one value of ``model.task`` for methods trained one task
 per run (``Method.task_runs``), or one multi-task run.
@@ -22,7 +24,7 @@ from ..errors import ConfigError
 from ..methods.base import Method, Stage
 from ..registry import METHODS, load_builtin
 
-__all__ = ["MethodSpec", "Unit", "parse_methods", "units", "TASK_METRIC", "TASK_METRICS", "cell_dir"]
+__all__ = ["MethodSpec", "Selection", "Unit", "parse_methods", "units", "TASK_METRIC", "TASK_METRICS", "cell_dir"]
 
 TASK_METRIC = {"subtype": "balanced_accuracy", "survival": "c_index"}
 #: every metric a run of a task may report (the tables show those the benchmark asks for)
@@ -81,12 +83,74 @@ class MethodSpec:
         tasks = [task] if task is not None else [t for t in self.cls.tasks if t in TASK_METRICS]
         return [m for t in tasks for m in TASK_METRICS[t]]
 
+    @property
+    def members(self) -> tuple[MethodSpec, ...]:
+        """The specs whose runs this row needs (itself; see :class:`Selection`)."""
+        return (self,)
 
-def parse_methods(methods: list[str]) -> list[MethodSpec]:
-    """Parse ``--methods`` (unknown names raise a ConfigError listing the known ones)."""
+
+@dataclass(frozen=True)
+class Selection:
+    """``a|b|...``: one table row whose numbers, in each unit and task, are those of the member spec
+    with the best validation score (``run.json``'s ``best_score`` of its final runs,
+    :func:`modaltune.benchmark.selection.choose`). A hyperparameter, e.g. MICE's contrastive weight
+    (``mice|mice:no_contrastive``), is then chosen per fold on validation patients only; every member
+    is trained in its own run directories (shared with a member listed on its own). Members must train
+    the same tasks; ties go to the first member.
+    """
+
+    spec: str
+    members: tuple[MethodSpec, ...]
+
+    def __post_init__(self):
+        if len(self.members) < 2 or len({m.spec for m in self.members}) < len(self.members):
+            raise ConfigError(f"method spec '{self.spec}': a choice needs two or more different members "
+                              f"(e.g. 'mice|mice:no_contrastive')")
+        if len({tuple(m.tasks()) for m in self.members}) > 1:
+            raise ConfigError(f"method spec '{self.spec}': its members train different tasks "
+                              f"({', '.join(f'{m.spec}: {m.tasks()}' for m in self.members)}); choose among "
+                              f"methods of the same tasks")
+
+    @property
+    def first(self) -> MethodSpec:
+        """The first member (its name, class and family stand for the row)."""
+        return self.members[0]
+
+    name = property(lambda self: self.first.name, doc="The first member's method name.")
+    pan = property(lambda self: self.first.pan, doc="Whether the first member is pooled over sites.")
+    variant = None
+    cls = property(lambda self: self.first.cls, doc="The first member's class.")
+    family = property(lambda self: self.first.family, doc="Family in the tables (the first member's).")
+    family_order = property(lambda self: self.first.family_order, doc="Position of the family.")
+
+    @property
+    def label(self) -> str:
+        """Row name: ``MICE (chosen on validation: default / no contrastive term)``."""
+        same = len({(m.name, m.pan) for m in self.members}) == 1
+        parts = [(m.cls.variants[m.variant][0] if m.variant else "default") if same else m.label
+                 for m in self.members]
+        if not same:
+            return f"chosen on validation: {' / '.join(parts)}"
+        return f"{self.first.cls.label()}{' pan-cancer' if self.pan else ''} (chosen on validation: {' / '.join(parts)})"
+
+    def tasks(self) -> list[str | None]:
+        """The members' task runs."""
+        return self.first.tasks()
+
+    def metrics(self, task: str | None) -> list[str]:
+        """The metrics of ``task`` (the first member's)."""
+        return self.first.metrics(task)
+
+
+def parse_methods(methods: list[str]) -> list[MethodSpec | Selection]:
+    """Parse ``--methods`` (unknown names raise a ConfigError listing the known ones; ``a|b`` is a
+    :class:`Selection`)."""
     load_builtin()
-    specs = []
+    specs: list = []
     for m in methods:
+        if "|" in m:
+            specs.append(Selection(m, tuple(parse_methods([p.strip() for p in m.split("|") if p.strip()]))))
+            continue
         name, _, flag = m.partition(":")
         if name not in METHODS:
             METHODS.get(name)   # raises the ConfigError listing known methods

@@ -20,6 +20,8 @@ under ``--out``:
   chain's last stage, e.g. MICE's fine-tuning: ``data.train_fraction_stages``);
 - with ``attribution``: ``attribution.csv`` -- per site, the mean share of each modality in the
   predicted risk (exact Shapley values, :mod:`modaltune.runs.attribution`);
+- with a choice ``a|b`` among ``--methods``: ``choices.csv`` -- per unit, each member's validation
+  score and which one gave the row its numbers (:mod:`modaltune.benchmark.selection`);
 - ``results.csv`` / ``results.json``: every number with the run directory it came from.
 """
 
@@ -40,7 +42,7 @@ from ..errors import ConfigError
 from ..pipeline import in_domain_sites, resolve_site_names, resolve_split
 from ..runs import layout
 from ..utils import write_json
-from .cells import MethodSpec, Unit, cell_dir, parse_methods, units
+from .cells import MethodSpec, Selection, Unit, cell_dir, parse_methods, units
 from .tables import DEFAULT_METRICS, METRIC_TITLES, write_efficiency, write_tables
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ class Benchmark:
         if ood_supervised is None:
             ood_supervised = [s.name for s in self.specs if s.family == "Multi-modal"][:1]
         self.ood_supervised = list(ood_supervised)
-        check_stage_overrides([spec.name for spec in self.specs], self.config, self.overrides)
+        check_stage_overrides([m.name for spec in self.specs for m in spec.members], self.config, self.overrides)
         self.split_seed = self._split_seed()
         unknown = [m for m in metrics if m not in METRIC_TITLES]
         if unknown:
@@ -120,6 +122,7 @@ class Benchmark:
         self.attributions: list[pd.DataFrame] = []
         self.rows: list[dict] = []
         self.predictions: dict[tuple, Path] = {}
+        self.choices: list[dict] = []
 
     def _split_seed(self) -> int:
         if not self.folds or not self.specs:
@@ -188,43 +191,42 @@ class Benchmark:
                 if table == "table2":
                     self.predictions[(row["method"], site, unit.name, metric)] = run_dir
 
-    def cells(self) -> list[tuple[MethodSpec, Unit, str | None]]:
+    def cells(self) -> list[tuple[MethodSpec | Selection, Unit, str | None]]:
         """Every in-domain cell (method spec, unit, task), in the order :meth:`run_in_domain` runs them."""
         return [(spec, unit, task) for spec in self.specs for unit in self.units + self.efficiency_units
                 for task in self.tasks_of(spec)]
 
+    def training_cells(self) -> list[tuple[MethodSpec, Unit, str | None]]:
+        """The cells to train: :meth:`cells` with every choice's members, each once."""
+        out = {(m.spec, unit, task): (m, unit, task) for spec, unit, task in self.cells() for m in spec.members}
+        return list(out.values())
+
+    def member(self, spec: MethodSpec | Selection, unit: Unit, task: str | None) -> MethodSpec:
+        """The spec whose runs give ``spec``'s numbers in ``unit``: itself, or for a :class:`Selection`
+        the member with the best validation score (its members are trained first; recorded for
+        ``choices.csv``)."""
+        if not isinstance(spec, Selection):
+            return spec
+        from .selection import choose
+
+        candidates = []
+        for m in spec.members:
+            plan = self.plan(m, unit, task, self.sites)
+            run_chain(plan, self.cohort, evaluate=True)
+            candidates.append((m.spec, [r.run_dir for r in plan if r.final]))
+        best, rows = choose(candidates)
+        keys = {"method": spec.label, "unit": unit.name, "fold": unit.fold, "seed": unit.seed,
+                "fraction": unit.fraction, "task": task or "multi"}
+        self.choices = [c for c in self.choices if {k: c[k] for k in keys} != keys]
+        self.choices += [{**keys, **row} for row in rows]
+        return spec.members[best]
+
     def train_parallel(self, jobs: int) -> None:
-        """Train and evaluate the in-domain cells in ``jobs`` processes, the cores divided between them.
+        """Train and evaluate the in-domain cells in ``jobs`` processes, the cores divided between them
+        (:func:`modaltune.benchmark.parallel.train_parallel`; the results equal those of ``jobs=1``)."""
+        from .parallel import train_parallel
 
-        Cells that share a run directory (a chain's shared stage) form one group, trained in order by
-        one process; groups are independent. Every run seeds itself, so the results equal those of
-        ``jobs=1``; :meth:`run_in_domain` then only reads them (finished runs are never redone).
-        Splits are written here first, so parallel jobs never race to create one.
-        """
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from ..training.threads import available_cores
-
-        if int(jobs) < 1:
-            raise ConfigError(f"--jobs must be 1 or more, not {jobs}")
-        cells = self.cells()
-        if int(jobs) == 1 or len(cells) <= 1:
-            return
-        plans = [self.plan(spec, unit, task, self.sites) for spec, unit, task in cells]
-        for plan in plans:
-            for run in plan:
-                resolve_split(run.cfg, self.cohort)
-        groups = _connected([{str(r.run_dir) for r in plan} for plan in plans])
-        jobs = min(int(jobs), len(groups))
-        cores = max(1, available_cores() // jobs)
-        log.info("benchmark: %d cells in %d independent group(s), %d parallel jobs of %d core(s) each",
-                 len(cells), len(groups), jobs, cores)
-        work = [[(cells[i][0].spec, cells[i][1], cells[i][2]) for i in group] for group in groups]
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_job, initargs=(cores,)) as pool:
-            for done in pool.map(_train_cells, [self.kwargs] * len(work), work):
-                log.info("benchmark: %d cell(s) done", done)
+        train_parallel(self, jobs)
 
     def run_in_domain(self) -> None:
         """Train and evaluate every cell on the benchmark's sites (and the extra studies asked for)."""
@@ -232,15 +234,17 @@ class Benchmark:
             for unit in self.units + self.efficiency_units:
                 for task in self.tasks_of(spec):
                     log.info("benchmark cell %s %s %s", spec.spec, unit.name, task or "multi")
-                    results = run_chain(self.plan(spec, unit, task, self.sites), self.cohort, evaluate=True)
+                    member = self.member(spec, unit, task)
+                    results = run_chain(self.plan(member, unit, task, self.sites), self.cohort, evaluate=True)
                     for run_dir, metrics in results.items():
                         if unit.fraction < 1.0:
                             self._record(spec, unit, metrics, run_dir, spec.metrics(task), table="efficiency")
                             continue
                         self._record(spec, unit, metrics, run_dir, spec.metrics(task))
-                        self._extra_studies(spec, unit, task, run_dir)
+                        self._extra_studies(spec, unit, task, run_dir, member)
 
-    def _extra_studies(self, spec: MethodSpec, unit: Unit, task: str | None, run_dir: Path) -> None:
+    def _extra_studies(self, spec: MethodSpec | Selection, unit: Unit, task: str | None, run_dir: Path,
+                       member: MethodSpec) -> None:
         from ..runs.attribution import modality_attribution
         from ..runs.evaluate import evaluate_run, result_name
 
@@ -251,7 +255,7 @@ class Benchmark:
             self._record(spec, unit, metrics, run_dir, spec.metrics(task), table="missing",
                          label=f"{spec.label} without {mod}")
         resolve = Resolver(self.config, self.overrides, stages_where_present=True)
-        if self.attribution and spec.cls.declare(resolve(spec.name)).evaluation \
+        if self.attribution and member.cls.declare(resolve(member.name)).evaluation \
                 == "predict" and (task in (None, "survival")):
             table = modality_attribution(run_dir, cohort=self.cohort)
             table.insert(0, "unit", unit.name)
@@ -267,7 +271,8 @@ class Benchmark:
         for spec in self.specs:
             for unit in self.units:
                 for task in self.tasks_of(spec):
-                    finals = [r for r in self.plan(spec, unit, task, self.sites) if r.final
+                    member = self.member(spec, unit, task)
+                    finals = [r for r in self.plan(member, unit, task, self.sites) if r.final
                               and self.ref_site in r.sites]
                     if not finals or not (finals[0].run_dir / layout.METRICS).exists():
                         continue
@@ -280,7 +285,7 @@ class Benchmark:
                                                resolve_split(run.cfg, self.cohort))
                         write_json(ood_path, metrics)
                     pooled = len(run.sites) > 1
-                    label = spec.label if pooled or spec.cls.declare(run.cfg).evaluation == "probe" \
+                    label = spec.label if pooled or member.cls.declare(run.cfg).evaluation == "probe" \
                         else f"{spec.label} ({self.ref_site}-tuned)"
                     self._record(spec, unit, metrics, run.run_dir, spec.metrics(task), table="table3", label=label)
         for name in self.ood_supervised:
@@ -323,55 +328,14 @@ class Benchmark:
             paths["efficiency"] = write_efficiency(results, [*self.fractions, 1.0], self.out, self.metrics)
         if self.attributions:
             pd.concat(self.attributions, ignore_index=True).to_csv(self.out / "attribution.csv", index=False)
+        if self.choices:
+            pd.DataFrame(self.choices).to_csv(self.out / "choices.csv", index=False)
         t2 = results[results.table == "table2"]
         first = self.units[0].name
         km_figures(self.predictions, self.out, first)
         confidence_intervals(self.predictions, self.out)
         paired_tests(t2, self.predictions, self.out, first)
         return paths
-
-
-def _connected(sets: list[set[str]]) -> list[list[int]]:
-    """Indices of ``sets`` grouped so that sets sharing an element are in one group (order kept)."""
-    parent = list(range(len(sets)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    owner: dict[str, int] = {}
-    for i, items in enumerate(sets):
-        for item in items:
-            if item in owner:
-                parent[find(i)] = find(owner[item])
-            else:
-                owner[item] = i
-    groups: dict[int, list[int]] = {}
-    for i in range(len(sets)):
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values(), key=lambda g: g[0])
-
-
-def _init_job(cores: int) -> None:
-    """A parallel benchmark job: its share of the cores (``train.threads: auto`` reads it), messages."""
-    import os
-
-    from ..logs import setup_logging
-
-    os.environ["MODALTUNE_CORES"] = str(int(cores))
-    setup_logging(tag=f"[job {os.getpid()}]")
-
-
-def _train_cells(kwargs: dict, cells: list[tuple[str, Unit, str | None]]) -> int:
-    """Train and evaluate ``cells`` (spec, unit, task) in order, in this process."""
-    bench = Benchmark(**kwargs)
-    specs = {s.spec: s for s in bench.specs}
-    for spec, unit, task in cells:
-        log.info("benchmark cell %s %s %s", spec, unit.name, task or "multi")
-        run_chain(bench.plan(specs[spec], unit, task, bench.sites), bench.cohort, evaluate=True)
-    return len(cells)
 
 
 def run_benchmark(cohort_dir, methods, sites=None, seeds=(0, 1, 2), config=None, overrides=(), out="benchmark",
