@@ -7,9 +7,21 @@ two-site one most engine tests use.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n``, the default in pyproject.toml) each worker takes one core: torch's
+    intra-op threads and ``train.threads: auto`` (through ``MODALTUNE_CORES``) use one thread, so
+    that the workers never oversubscribe the machine's cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["MODALTUNE_CORES"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
