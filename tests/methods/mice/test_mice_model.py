@@ -104,6 +104,28 @@ def test_synthesised_tokens_get_no_gradient_from_the_contrastive_loss(build, pat
     assert _all_zero(m.pre_expert) and _all_zero(m.head)        # tokens are taken before the pre-expert TF
 
 
+def test_the_projection_head_carries_the_contrastive_term_and_only_it(build, patient):
+    from modaltune.methods.losses import multiview_contrastive
+
+    batch = [patient(0, "A"), patient(1, "C", omics=False), patient(2, "B")]
+    assert build("mice").contrast_head is None                       # the code's setting: no head
+    m = build("mice", contrastive_head="mlp", contrastive_head_dim=7)
+    out = m(batch)
+    real = out["real"]
+    ref = multiview_contrastive(m.contrast_head(out["tokens"][real]), torch.nonzero(real)[:, 0], 0.1, "supcon_out")
+    terms = m.loss(batch).terms
+    torch.testing.assert_close(terms["contrastive"], ref)
+    assert m.contrast_head[-1].out_features == 7
+    terms["survival"].backward()
+    assert _all_zero(m.contrast_head)                  # survival never trains the head
+    m.zero_grad()
+    m.loss(batch).terms["contrastive"].backward()
+    assert _any_nonzero(m.contrast_head) and _any_nonzero(m.encoders.encoders["genomics"])
+    assert _all_zero(m.head) and _all_zero(m.synthesis)
+    with pytest.raises(ConfigError, match="contrastive_head"):
+        build("mice", contrastive_head="linear")
+
+
 def test_a_patient_with_no_modality_still_predicts_and_is_reported(build, patient):
     m = build("mice")
     batch = [patient(0, "A"), patient(1, "B", wsi=False, omics=False, report=False)]

@@ -69,9 +69,11 @@ class MICE(MICEFamily):
     pan_cancer: ClassVar[bool] = True
     #: ``mice:no_contrastive``: pre-training on the survival loss alone (the paper's contrastive
     #: ablation, with the rest of MICE unchanged)
+    #: ``mice:projection_head``: the contrastive term on a SimCLR projection head over the tokens.
     variants: ClassVar[dict[str, tuple[str, dict]]] = {
         "no_contrastive": ("no contrastive term",
-                           {"stages": {"pretrain": {"train": {"loss_weights": {"contrastive": 0.0}}}}})}
+                           {"stages": {"pretrain": {"train": {"loss_weights": {"contrastive": 0.0}}}}}),
+        "projection_head": ("contrastive projection head", {"model": {"contrastive_head": "mlp"}})}
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
@@ -100,6 +102,9 @@ class MICE(MICEFamily):
         self.consensual = Expert(d, int(m["consensual_rank"]), depth, heads)
         self.fusion = Expert(d, int(m["fusion_rank"]), depth, heads)
         self.head = nn.Linear(d, self.n_bins)
+        self.contrast_head = None
+        if m.get("contrastive_head", "none") == "mlp":
+            self.contrast_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, int(m["contrastive_head_dim"])))
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Sequence[Mapping], replace: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
@@ -167,13 +172,17 @@ class MICE(MICEFamily):
 
     # ------------------------------------------------------------------ training / inference
     def loss(self, batch: Any) -> LossOutput:
-        """Terms ``survival`` (NLL, alpha 0) and ``contrastive`` (over the real tokens only)."""
+        """Terms ``survival`` (NLL, alpha 0) and ``contrastive`` (over the real tokens only, through
+        the projection head when ``model.contrastive_head`` is ``mlp``)."""
         batch = as_patients(batch)
         out = self(batch)
         surv, n = self.survival_term(out["logits"], batch)
         real = out["real"]
         owner = torch.nonzero(real)[:, 0]
-        contrast = multiview_contrastive(out["tokens"][real], owner, float(self.mcfg["temperature"]),
+        feats = out["tokens"][real]
+        if self.contrast_head is not None:
+            feats = self.contrast_head(feats.float())
+        contrast = multiview_contrastive(feats, owner, float(self.mcfg["temperature"]),
                                          str(self.mcfg["contrastive_form"]))
         logs = {"survival_counted": float(n), "no_modality": float((~real.any(1)).sum())}
         return LossOutput({"survival": surv, "contrastive": contrast}, logs)

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 from ...errors import ConfigError
 from ..losses import CONTRASTIVE_FORMS
 
-__all__ = ["MODALITIES", "MODEL_DEFAULTS", "CONTRASTIVE_FORMS", "GENOMICS_ENCODERS", "mice_config",
+__all__ = ["MODALITIES", "MODEL_DEFAULTS", "CONTRASTIVE_FORMS", "CONTRASTIVE_HEADS", "GENOMICS_ENCODERS", "mice_config",
            "model_settings", "INPUT_OF", "SCALER_OF"]
 
 #: The modality tokens, in the order they enter the pre-expert transformer (after z0 and the cancer token).
@@ -37,6 +37,11 @@ INPUT_OF = {"pathology": "bag", "genomics": "omics", "report": "report_embedding
 #: The train-fitted per-dimension scaler each modality needs (spec (b) 1 and 3; omics are z-scored anyway).
 SCALER_OF = {"pathology": "bag", "report": "report_embedding"}
 GENOMICS_ENCODERS = ("mlp", "snn")
+#: Where the contrastive loss reads the tokens: ``none`` on the tokens themselves (the official code),
+#: ``mlp`` through a SimCLR-style projection head ``Linear -> ReLU -> Linear`` shared by the modalities,
+#: so the alignment is imposed on the head's output and the tokens may keep what is specific to
+#: their modality (``benchmarks/README.md``, issue 12: aligning the tokens themselves costs survival).
+CONTRASTIVE_HEADS = ("none", "mlp")
 
 MODEL_DEFAULTS: dict[str, Any] = {
     "modalities": list(MODALITIES),   # modality ablation: excluded ones are always synthesised
@@ -62,6 +67,8 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "cancer_types": None,             # None = the run's site vocabulary (inherited by fine-tuning)
     "temperature": 0.1,               # contrastive loss
     "contrastive_form": "supcon_out",  # supcon_out (code) | infonce_in (paper Eq. 1)
+    "contrastive_head": "none",       # none (code: loss on the tokens) | mlp (SimCLR projection head)
+    "contrastive_head_dim": 128,      # output width of the mlp head
     "surv_alpha": 0.0,                # NLL: no extra uncensored term (code)
 }
 
@@ -119,6 +126,8 @@ def model_settings(cfg: Mapping[str, Any], defaults: Mapping[str, Any] = MODEL_D
         raise ConfigError(f"model.genomics_encoder must be one of {GENOMICS_ENCODERS}, got {m['genomics_encoder']!r}")
     if m.get("contrastive_form", "supcon_out") not in CONTRASTIVE_FORMS:
         raise ConfigError(f"model.contrastive_form must be one of {CONTRASTIVE_FORMS}, got {m['contrastive_form']!r}")
+    if m.get("contrastive_head", "none") not in CONTRASTIVE_HEADS:
+        raise ConfigError(f"model.contrastive_head must be one of {CONTRASTIVE_HEADS}, got {m['contrastive_head']!r}")
     if "expert_ranks" in m:
         ranks = [int(r) for r in m["expert_ranks"] or []]
         if not ranks or min(ranks) < 1:
