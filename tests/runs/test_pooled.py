@@ -94,3 +94,19 @@ def test_without_any_usable_score_the_last_epoch_is_kept(tmp_path):
     a = _run(tmp_path, "A", [nan, nan, nan])
     b = _run(tmp_path, "B", [nan, nan, nan])
     assert select_pooled([a, b])["epoch"] == 1           # as a run's own selection does
+
+
+def test_runs_trained_for_zero_epochs_keep_their_starting_weights(tmp_path):
+    """A stage switched off (``epochs: 0``) has no history: nothing to choose, nothing refused."""
+    runs = []
+    for name in ("A", "B"):
+        rd = tmp_path / name
+        rd.mkdir()
+        torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": -1}, rd / layout.BEST)
+        (rd / layout.RUN).write_text(json.dumps({"epochs_completed": 0, "finished": "x"}))
+        runs.append(rd)
+    assert select_pooled(runs) is None
+    assert torch.equal(_best(runs[0])["state_dict"]["w"], torch.ones(2))
+    (runs[1] / layout.RUN).write_text(json.dumps({"epochs_completed": 2, "finished": "x"}))
+    with pytest.raises(InputError, match="no history"):    # a trained run without its history is still refused
+        select_pooled(runs)

@@ -56,7 +56,8 @@ def select_pooled(run_dirs: Sequence[str | Path], prune: bool = False) -> dict |
 
     Returns:
         ``{"metric", "epoch", "score", "table": {epoch: mean}, "per_run": {run: {epoch: score}}}``, or ``None`` when
-        there is nothing to choose (no validation metric).
+        there is nothing to choose (no validation metric, or every run trained for zero epochs and
+        keeps its starting weights).
 
     Raises:
         InputError: a run lacks its history or the weights of the chosen epoch, or the runs were
@@ -66,6 +67,9 @@ def select_pooled(run_dirs: Sequence[str | Path], prune: bool = False) -> dict |
     done = [read_json(rd / POOLED_SELECTION) if (rd / POOLED_SELECTION).exists() else None for rd in runs]
     if done[0] is not None and all(d == done[0] for d in done) and set(done[0]["per_run"]) == set(map(str, runs)):
         return done[0]
+    if all(rd.joinpath(layout.RUN).exists() and read_json(rd / layout.RUN).get("epochs_completed") == 0
+           for rd in runs):
+        return None   # trained for zero epochs (e.g. fine-tuning switched off): best.ckpt holds the start
     histories = {}
     for rd in runs:
         path = rd / layout.HISTORY
