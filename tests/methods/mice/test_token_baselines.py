@@ -65,7 +65,7 @@ def test_registered_in_mice_family_with_its_protocol(name):
     assert cfg["data"]["n_bins"] == 5 and cfg["train"]["epochs"] == 20 and cfg["train"]["lr"] == 1e-4
     assert cfg["train"]["schedule"] == "constant" and cfg["train"]["accumulate"] == 1
     small = resolve_config(name, file="cpu_small")      # as MICE's other per-site baselines
-    assert small["data"]["bag_cap"] == 256 and small["train"]["lr"] == 3e-4 and small["train"]["epochs"] == 10
+    assert small["data"]["bag_cap"] == 256 and small["train"]["lr"] == 1e-4 and small["train"]["epochs"] == 10
     # the pathway versions are unchanged
     base = METHODS.get(NAMES[name][0])
     assert base.declare(resolve_config(base.registry_name)).inputs == frozenset({"bag", "omics"})
