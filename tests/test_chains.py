@@ -159,6 +159,30 @@ def test_a_kept_finished_run_trained_with_other_settings_is_named(small_cohort, 
     assert any(str(plan[0].run_dir) in t for t in texts)              # the pre-training run is named too
 
 
+def test_a_later_stages_settings_do_not_flag_a_kept_earlier_stage(small_cohort, tmp_path):
+    """A pre-training run is kept without a word when only the fine-tuning settings changed (its
+    config records the whole chain's ``stages`` section, but later stages cannot have changed it);
+    the fine-tuning runs, which did change, are still named."""
+    from modaltune.errors import InputWarning
+
+    def run_dir_of(stage, where, final, own):
+        return tmp_path / stage.name / where
+
+    plan = plan_chain(TWO, small_cohort, Resolver(overrides=SETS), run_dir_of)
+    _quiet(run_chain, plan, small_cohort, evaluate=True)
+    changed = plan_chain(TWO, small_cohort, Resolver(overrides=SETS + ["stages.fine.train.epochs=1"]), run_dir_of)
+    with pytest.warns(InputWarning, match="other settings") as caught:
+        run_chain(changed, small_cohort, evaluate=True)
+    texts = [str(w.message) for w in caught if "other settings" in str(w.message)]
+    assert len(texts) == 2 and all("stages.fine.train.epochs: 0 -> 1" in t for t in texts)
+    assert not any(str(plan[0].run_dir) in t for t in texts)          # the pre-training run is not flagged
+    earlier = plan_chain(TWO, small_cohort, Resolver(overrides=SETS + ["stages.pre.train.epochs=2"]), run_dir_of)
+    with pytest.warns(InputWarning, match="other settings") as caught:
+        run_chain(earlier, small_cohort, evaluate=True)
+    texts = [str(w.message) for w in caught if "other settings" in str(w.message)]
+    assert any(str(plan[0].run_dir) in t and "stages.pre.train.epochs: 1 -> 2" in t for t in texts)
+
+
 def test_stage_settings_are_checked(small_cohort):
     with pytest.raises(ConfigError, match="unknown stage"):
         resolve_config(TWO, overrides=["stages.warmup.train.epochs=2"])

@@ -205,6 +205,7 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
     from .utils import read_json
 
     results: dict[Path, Any] = {}
+    order = list(dict.fromkeys(run.stage.name for run in plan))
     for stage_runs in _by_stage(plan):
         pending = []
         for run in stage_runs:
@@ -219,7 +220,8 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
                 train_method(run.cfg, cohort, split, run.run_dir,
                              resume=not fresh and (run.run_dir / layout.CHECKPOINTS).exists())
             else:
-                layout.warn_changed_config(run.run_dir, run.cfg, "a finished run is kept as it is")
+                layout.warn_changed_config(run.run_dir, run.cfg, "a finished run is kept as it is",
+                                           ignore=_later_stage_keys(order, run.stage.name))
         train_cfg = stage_runs[0].cfg["train"]
         if pending and str(train_cfg.get("select_scope") or "run") == "pooled":
             prune = train_cfg.get("keep_epoch_weights", "auto") == "auto"
@@ -231,6 +233,12 @@ def run_chain(plan: Sequence[PlannedRun], cohort: Cohort, *, fresh: bool = False
             if run.final:
                 results[run.run_dir] = evaluate_run(run.run_dir, cohort=cohort) if evaluate else None
     return results
+
+
+def _later_stage_keys(order: Sequence[str], name: str) -> tuple[str, ...]:
+    """Config keys of the stages after ``name``: a run of an earlier stage does not depend on them."""
+    later = order[order.index(name) + 1:] if name in order else []
+    return tuple(k for st in later for k in (f"stages.{st}.", f"stages.{st}:"))
 
 
 def _by_stage(plan: Sequence[PlannedRun]) -> list[list[PlannedRun]]:

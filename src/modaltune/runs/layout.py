@@ -38,7 +38,7 @@ import platform
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -76,19 +76,20 @@ def run_finished(run_dir: str | Path) -> bool:
     return "finished" in json.loads(run.read_text())
 
 
-def warn_changed_config(run_dir: str | Path, cfg: dict, what: str) -> list[str]:
+def warn_changed_config(run_dir: str | Path, cfg: dict, what: str, ignore: Sequence[str] = ()) -> list[str]:
     """Warn when ``run_dir`` was trained with settings other than ``cfg``; returns the differences.
 
     ``what`` says what happens to the run (e.g. "a finished run is kept as it is"). A benchmark or
     chain that keeps finished runs would otherwise mix results of different settings in one table
-    without a word.
+    without a word. Keys under a prefix of ``ignore`` (e.g. ``stages.finetune.`` for a pre-training
+    run, which later stages' settings cannot have changed) are not differences.
     """
     from ..config import config_differences, load_yaml
 
     path = Path(run_dir) / CONFIG
     if not path.exists():
         return []
-    diffs = config_differences(load_yaml(path), cfg)
+    diffs = [d for d in config_differences(load_yaml(path), cfg) if not d.startswith(tuple(ignore))]
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         warn_input(f"{what}, but it was trained with other settings ({shown}); its results are those of its own "
