@@ -183,6 +183,28 @@ def test_a_later_stages_settings_do_not_flag_a_kept_earlier_stage(small_cohort, 
     assert any(str(plan[0].run_dir) in t and "stages.pre.train.epochs: 1 -> 2" in t for t in texts)
 
 
+def test_settings_that_change_only_what_a_run_keeps_do_not_flag_it(tmp_path):
+    """Keeping every epoch's weights (to replay epochs), logging or a progress bar change no result:
+    a run kept with other values of them is not named; a real difference still is, beside them."""
+    import yaml
+
+    from modaltune.errors import InputWarning
+    from modaltune.runs import layout
+
+    old = {"train": {"lr": 0.1, "keep_epoch_weights": "auto", "progress_bar": "auto"},
+           "stages": {"fine": {"train": {"keep_epoch_weights": "auto"}}}}
+    (tmp_path / layout.CONFIG).write_text(yaml.safe_dump(old))
+    neutral = {"train": {"lr": 0.1, "keep_epoch_weights": True, "progress_bar": False, "tensorboard": True},
+               "stages": {"fine": {"train": {"keep_epoch_weights": True}}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert layout.warn_changed_config(tmp_path, neutral, "kept") == []
+    changed = {**neutral, "train": {**neutral["train"], "lr": 0.5}}
+    with pytest.warns(InputWarning, match="other settings") as caught:
+        diffs = layout.warn_changed_config(tmp_path, changed, "kept")
+    assert diffs == ["train.lr: 0.1 -> 0.5"] and "keep_epoch_weights" not in str(caught[0].message)
+
+
 def test_stage_settings_are_checked(small_cohort):
     with pytest.raises(ConfigError, match="unknown stage"):
         resolve_config(TWO, overrides=["stages.warmup.train.epochs=2"])

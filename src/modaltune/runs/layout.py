@@ -76,20 +76,34 @@ def run_finished(run_dir: str | Path) -> bool:
     return "finished" in json.loads(run.read_text())
 
 
+#: ``train`` keys that change what a run keeps or logs, never what it learns or scores (also under
+#: ``stages.<name>.``): a run kept or resumed with another value of them is not a run of other settings.
+RESULT_NEUTRAL_KEYS = ("train.keep_epoch_weights", "train.keep_training_state", "train.log_every_n_steps",
+                       "train.progress_bar", "train.tensorboard")
+
+
+def _result_neutral(diff: str) -> bool:
+    key = diff.split(": ", 1)[0]
+    return any(key == k or key.endswith("." + k) for k in RESULT_NEUTRAL_KEYS)
+
+
 def warn_changed_config(run_dir: str | Path, cfg: dict, what: str, ignore: Sequence[str] = ()) -> list[str]:
     """Warn when ``run_dir`` was trained with settings other than ``cfg``; returns the differences.
 
     ``what`` says what happens to the run (e.g. "a finished run is kept as it is"). A benchmark or
     chain that keeps finished runs would otherwise mix results of different settings in one table
     without a word. Keys under a prefix of ``ignore`` (e.g. ``stages.finetune.`` for a pre-training
-    run, which later stages' settings cannot have changed) are not differences.
+    run, which later stages' settings cannot have changed) and the :data:`RESULT_NEUTRAL_KEYS` (what
+    a run keeps on disk or logs, e.g. a benchmark resumed with ``train.keep_epoch_weights=true`` to
+    replay epochs) are not differences.
     """
     from ..config import config_differences, load_yaml
 
     path = Path(run_dir) / CONFIG
     if not path.exists():
         return []
-    diffs = [d for d in config_differences(load_yaml(path), cfg) if not d.startswith(tuple(ignore))]
+    diffs = [d for d in config_differences(load_yaml(path), cfg)
+             if not d.startswith(tuple(ignore)) and not _result_neutral(d)]
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         warn_input(f"{what}, but it was trained with other settings ({shown}); its results are those of its own "
