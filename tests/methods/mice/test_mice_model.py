@@ -270,3 +270,17 @@ def test_group_outputs_can_be_replaced_for_attribution(build, patient):
     assert not torch.allclose(mean["logits"], out["logits"])
     with pytest.raises(InputError, match="expert group"):
         m(batch, replace={"fusion": out["h"]})
+
+
+def test_clean_router_variant_renormalises_the_kept_weights(build, patient):
+    from modaltune.methods.mice.model import MICE
+
+    batch = [patient(i, site) for i, site in enumerate("AABB")]
+    default = build("mice").introspect(batch)["weights"]
+    assert (default.sum(1) < 1 - 1e-4).all()      # the official router drops the mass of the 6 discarded
+    over = MICE.variants["clean_router"][1]
+    m = build("mice", **over["model"])
+    assert all(r.renormalise and r.softplus_noise for r in m.routers)
+    w = m.introspect(batch)["weights"]
+    torch.testing.assert_close(w.sum(1), torch.ones(4))
+    assert ((w != 0).sum(1) == m.mcfg["keep_k"]).all()

@@ -70,10 +70,13 @@ class MICE(MICEFamily):
     #: ``mice:no_contrastive``: pre-training on the survival loss alone (the paper's contrastive
     #: ablation, with the rest of MICE unchanged)
     #: ``mice:projection_head``: the contrastive term on a SimCLR projection head over the tokens.
+    #: ``mice:clean_router``: the router with its kept weights renormalised and a softplus noise
+    #: scale (the official code's quirks, the default, switched off; spec (i) 15).
     variants: ClassVar[dict[str, tuple[str, dict]]] = {
         "no_contrastive": ("no contrastive term",
                            {"stages": {"pretrain": {"train": {"loss_weights": {"contrastive": 0.0}}}}}),
-        "projection_head": ("contrastive projection head", {"model": {"contrastive_head": "mlp"}})}
+        "projection_head": ("contrastive projection head", {"model": {"contrastive_head": "mlp"}}),
+        "clean_router": ("renormalised router", {"model": {"renormalise": True, "softplus_noise": True}})}
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
