@@ -49,7 +49,7 @@ from ..methods.base import CohortInfo
 
 __all__ = ["CONFIG", "SPLIT", "STATE", "INFO", "CHOICES", "HISTORY", "BEST", "RUN", "METRICS", "PREDICTIONS", "EMBEDDINGS",
            "CHECKPOINTS", "FIGURES", "LAST", "LOG", "METRICS_OOD", "PREDICTIONS_OOD", "FROZEN_PREFIX", "kept_keys",
-           "weights_state", "frozen_fingerprint", "save_weights", "load_weights", "read_checkpoint", "read_info", "write_info",
+           "weights_state", "frozen_fingerprint", "save_weights", "load_weights", "method_state", "read_checkpoint", "read_info", "write_info",
            "environment", "now", "run_finished", "warn_changed_config"]
 
 CONFIG, SPLIT, STATE, INFO = "config.yaml", "split.csv", "fitted_state.json", "cohort_info.json"
@@ -200,8 +200,22 @@ def read_checkpoint(path: str | Path, fix: str | None = None) -> dict:
     return obj
 
 
+def method_state(sd: dict) -> dict:
+    """The method's entries of a checkpoint's state dict.
+
+    A Lightning checkpoint of the training module (``checkpoints/epoch=NNN.ckpt``, ``last.ckpt``)
+    holds the method's keys under ``method.``; they are returned without that prefix, anything else
+    it holds is dropped. A checkpoint of :func:`save_weights` is returned as it is.
+    """
+    lead = "method."
+    if not any(k.startswith(lead) for k in sd):
+        return sd
+    return {k[len(lead):]: v for k, v in sd.items() if k.startswith(lead)}
+
+
 def load_weights(module: nn.Module, path: str | Path) -> dict:
-    """Load a checkpoint written by :func:`save_weights` (or a Lightning one) into ``module``.
+    """Load a checkpoint written by :func:`save_weights` (or a Lightning one, such as a kept
+    ``checkpoints/epoch=NNN.ckpt``: :func:`method_state`) into ``module``.
 
     Missing keys must be frozen parameters; anything else missing or unexpected is an error.
     Returns the checkpoint's metadata (everything but the state dict).
@@ -210,7 +224,7 @@ def load_weights(module: nn.Module, path: str | Path) -> dict:
     if not path.exists():
         raise InputError("checkpoint not found", file=path, fix="train the run first (modaltune train)")
     ckpt = read_checkpoint(path)
-    sd = ckpt.get("state_dict", ckpt)
+    sd = method_state(ckpt.get("state_dict", ckpt))
     res = module.load_state_dict(sd, strict=False)
     frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
     frozen |= {k for k in module.state_dict() if k.startswith(FROZEN_PREFIX)}

@@ -129,9 +129,7 @@ def _rewrite_best(run_dir: Path, epoch: int, metric: str, score: float) -> None:
                          fix="retrain the stage (every epoch's weights are kept under checkpoints/; the starting "
                              "weights only with train.select_initial)")
     ckpt = layout.read_checkpoint(src)
-    sd = ckpt["state_dict"]
-    if epoch >= 0:   # a Lightning checkpoint of the training module: the method's keys under "method."
-        sd = {k[len("method."):]: v for k, v in sd.items() if k.startswith("method.")}
+    sd = layout.method_state(ckpt["state_dict"])   # epochs >= 0: Lightning checkpoints of the training module
     old = layout.read_checkpoint(run_dir / layout.BEST)
     if set(sd) != set(old["state_dict"]):
         raise InputError(f"the weights of epoch {epoch} do not match the run's best.ckpt", file=src,
