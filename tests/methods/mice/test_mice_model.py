@@ -284,3 +284,13 @@ def test_clean_router_variant_renormalises_the_kept_weights(build, patient):
     w = m.introspect(batch)["weights"]
     torch.testing.assert_close(w.sum(1), torch.ones(4))
     assert ((w != 0).sum(1) == m.mcfg["keep_k"]).all()
+
+
+
+def test_no_router_noise_variant_reaches_every_router(build):
+    from modaltune.methods.mice.model import MICE
+
+    over = MICE.variants["no_router_noise"][1]
+    assert all(r.noise for r in build("mice").routers)          # the official noisy top-k by default
+    assert not any(r.noise for r in build("mice", **over["model"]).routers)
+    assert not build("mice_moe", **over["model"]).router.noise   # the MoE baseline reads the same key

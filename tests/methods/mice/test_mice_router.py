@@ -84,6 +84,24 @@ def test_renormalise_switch():
     torch.testing.assert_close(w, plain / plain.sum(1, keepdim=True))
 
 
+def test_noise_switch_off_routes_on_mu_in_training():
+    noisy, quiet = _router().train(), _router(noise=False).train()   # same seed: same weights
+    u = torch.randn(4, 32)
+    eps = torch.randn(4, E, generator=torch.Generator().manual_seed(2)) * 10
+    assert not torch.equal(noisy(u, noise=eps)[0], noisy.eval()(u)[0])   # the default adds the noise
+    w, gamma = quiet(u, noise=eps)                                      # off: the draw is ignored
+    torch.testing.assert_close(w, top_k_weights(quiet.gate_outputs(u)[0], KEEP), rtol=0, atol=0)
+    assert torch.equal(w, quiet.eval()(u)[0])
+    torch.manual_seed(7)
+    before = torch.rand(1)
+    torch.manual_seed(7)
+    quiet.train()(u)                                                    # and nothing is drawn
+    assert torch.equal(torch.rand(1), before)
+    (w.sum() + gamma.sum()).backward()
+    assert quiet.gate.weight.grad[:E].abs().sum() > 0                   # mu still learns
+    assert quiet.gate.weight.grad[E:2 * E].abs().sum() == 0             # sigma is unused
+
+
 def test_gradient_reaches_every_softmax_entry_but_not_through_the_mask():
     r = _router().eval()
     u = torch.randn(1, 32, requires_grad=True)

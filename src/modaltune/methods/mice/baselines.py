@@ -46,7 +46,7 @@ _ENCODER_KEYS = ("dim", "dropout", "path_attn_dim", "pool_from", "mamba", "genom
                  "report_hidden", "cancer_types", "surv_alpha")
 _ENCODERS = {key: MODEL_DEFAULTS[key] for key in _ENCODER_KEYS}
 _MOE_KEYS = ("pre_expert", "expert_depth", "expert_heads", "expert_ranks", "keep_k", "router_hidden", "renormalise",
-             "softplus_noise", "fusion_rank")
+             "softplus_noise", "router_noise", "fusion_rank")
 
 
 class MICEUnimodal(MICEFamily):
@@ -221,7 +221,7 @@ class MICEMoE(_Multimodal):
         pe = m["pre_expert"]
         self.pre_expert = TF(d, int(pe["depth"]), int(pe["heads"]), int(pe["dim_head"]), int(pe["mlp"]))
         self.router = Router(d, len(ranks), int(m["keep_k"]), int(m["router_hidden"]), bool(m["renormalise"]),
-                             bool(m["softplus_noise"]))
+                             bool(m["softplus_noise"]), bool(m["router_noise"]))
         self.experts = nn.ModuleList(Expert(d, r, depth, heads) for r in ranks)
         self.norm = nn.LayerNorm(d)
         self.fusion = Expert(d, int(m["fusion_rank"]), depth, heads)

@@ -72,11 +72,14 @@ class MICE(MICEFamily):
     #: ``mice:projection_head``: the contrastive term on a SimCLR projection head over the tokens.
     #: ``mice:clean_router``: the router with its kept weights renormalised and a softplus noise
     #: scale (the official code's quirks, the default, switched off; spec (i) 15).
+    #: ``mice:no_router_noise``: top-k on the router's mean in training too (no noise), an ablation of
+    #: the noisy gating itself (``benchmarks/README.md``, issue 12).
     variants: ClassVar[dict[str, tuple[str, dict]]] = {
         "no_contrastive": ("no contrastive term",
                            {"stages": {"pretrain": {"train": {"loss_weights": {"contrastive": 0.0}}}}}),
         "projection_head": ("contrastive projection head", {"model": {"contrastive_head": "mlp"}}),
-        "clean_router": ("renormalised router", {"model": {"renormalise": True, "softplus_noise": True}})}
+        "clean_router": ("renormalised router", {"model": {"renormalise": True, "softplus_noise": True}}),
+        "no_router_noise": ("noise-free router", {"model": {"router_noise": False}})}
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
@@ -98,7 +101,7 @@ class MICE(MICEFamily):
         ranks = [int(r) for r in m["expert_ranks"]]
         self.routers = nn.ModuleList(
             Router(d, len(ranks), int(m["keep_k"]), int(m["router_hidden"]), bool(m["renormalise"]),
-                   bool(m["softplus_noise"])) for _ in range(n_types))
+                   bool(m["softplus_noise"]), bool(m["router_noise"])) for _ in range(n_types))
         self.overlapping = nn.ModuleList(Expert(d, r, depth, heads) for r in ranks)
         self.group_norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(n_types))
         self.specialized = nn.ModuleList(Expert(d, int(m["specialized_rank"]), depth, heads) for _ in range(n_types))

@@ -13,8 +13,10 @@ and are kept on purpose (spec (i) 15): the noise scale ``sigma`` is the raw line
 negative, which only flips the noise's sign), the kept weights are **not** renormalised (they sum to
 less than 1), ``gamma`` (the specialized expert's gain) is unbounded, and there is no load-balancing
 loss. ``softplus_noise=True`` uses ``softplus(sigma)`` as the scale and ``renormalise=True`` divides
-the kept weights by their sum (switches of ours, off by default). Every expert's softmax entry keeps
-its gradient, as in the code: the routing mask itself is not differentiable.
+the kept weights by their sum (switches of ours, off by default); ``noise=False`` routes on ``mu``
+in training too (deterministic top-k; an ablation of ours, on by default as in the code). Every
+expert's softmax entry keeps its gradient, as in the code: the routing mask itself is not
+differentiable.
 """
 
 from __future__ import annotations
@@ -61,16 +63,19 @@ class Router(nn.Module):
         hidden: width ``h`` of each of the two branches (MICE: 64).
         renormalise: renormalise the kept weights to sum 1 (default off, as the code).
         softplus_noise: use ``softplus(sigma)`` as the noise scale (default off: raw sigma, as the code).
+        noise: add the noise in training mode (default on, as the code); off, training routes on
+            ``mu`` as evaluation does (``sigma`` is then computed but unused).
     """
 
     def __init__(self, dim: int = 256, n_experts: int = 15, keep_k: int = 9, hidden: int = 64,
-                 renormalise: bool = False, softplus_noise: bool = False):
+                 renormalise: bool = False, softplus_noise: bool = False, noise: bool = True):
         super().__init__()
         if not 1 <= int(keep_k) <= int(n_experts):
             raise ConfigError(f"model.keep_k must lie in 1..{n_experts} (the number of overlapping experts), "
                               f"got {keep_k}")
         self.n_experts, self.keep_k = int(n_experts), int(keep_k)
         self.renormalise, self.softplus_noise = bool(renormalise), bool(softplus_noise)
+        self.noise = bool(noise)
         self.branch_a = nn.Sequential(nn.Linear(dim, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.branch_b = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), nn.GELU(), nn.Linear(dim, hidden))
         self.gate = nn.Linear(2 * hidden, 2 * self.n_experts + 1)
@@ -89,14 +94,15 @@ class Router(nn.Module):
         Args:
             u: ``[B, dim]`` router inputs.
             noise: optional ``[B, E]`` standard-normal draws used in training mode (default: drawn
-                here from the global generator); ignored in eval mode, which is noise-free.
+                here from the global generator); ignored in eval mode, which is noise-free, and by
+                a router built with ``noise=False``.
 
         Returns:
             ``(w [B, E], gamma [B])`` in fp32; ``w`` has exactly ``keep_k`` non-zero entries per row.
         """
         mu, sigma, gamma = self.gate_outputs(u)
         logits = mu
-        if self.training:
+        if self.training and self.noise:
             eps = torch.randn_like(mu) if noise is None else noise.to(mu)
             logits = mu + eps * sigma
         return top_k_weights(logits, self.keep_k, self.renormalise), gamma

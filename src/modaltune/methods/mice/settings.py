@@ -64,6 +64,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "router_hidden": 64,
     "renormalise": False,             # official: kept weights not renormalised
     "softplus_noise": False,          # official: raw sigma as the noise scale
+    "router_noise": True,             # official: noisy top-k in training (false: route on mu, as at eval)
     "cancer_types": None,             # None = the run's site vocabulary (inherited by fine-tuning)
     "temperature": 0.1,               # contrastive loss
     "contrastive_form": "supcon_out",  # supcon_out (code) | infonce_in (paper Eq. 1)
