@@ -294,3 +294,26 @@ def test_no_router_noise_variant_reaches_every_router(build):
     assert all(r.noise for r in build("mice").routers)          # the official noisy top-k by default
     assert not any(r.noise for r in build("mice", **over["model"]).routers)
     assert not build("mice_moe", **over["model"]).router.noise   # the MoE baseline reads the same key
+
+
+def test_dropped_expert_group_is_a_zero_token_and_learns_nothing(build, patient):
+    from modaltune.methods.mice.model import MICE
+
+    batch = [patient(i, site) for i, site in enumerate("AABB")]
+    over = MICE.variants["no_specialized"][1]
+    m = build("mice", **over["model"]).eval()
+    out = m(batch)
+    assert torch.equal(out["specialized"], torch.zeros_like(out["specialized"]))
+    torch.testing.assert_close(out["logits"], m(batch, replace={"specialized": torch.zeros(m.dim)})["logits"])
+    with torch.no_grad():                        # the specialized experts no longer matter
+        for p in m.specialized.parameters():
+            p.add_(1.0)
+    torch.testing.assert_close(m(batch)["logits"], out["logits"])
+    m.train()
+    m.loss(batch).terms["survival"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.specialized.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.consensual.parameters())
+    assert build("mice").mcfg["drop_groups"] == []
+    for bad in (["fusion"], ["overlapping", "specialized", "consensual"], ["consensual", "consensual"]):
+        with pytest.raises(ConfigError, match="drop_groups"):
+            build("mice", drop_groups=bad)

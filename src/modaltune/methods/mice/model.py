@@ -74,12 +74,15 @@ class MICE(MICEFamily):
     #: scale (the official code's quirks, the default, switched off; spec (i) 15).
     #: ``mice:no_router_noise``: top-k on the router's mean in training too (no noise), an ablation of
     #: the noisy gating itself (``benchmarks/README.md``, issue 12).
+    #: ``mice:no_specialized``: the specialized experts' group (and with it the unbounded gain
+    #: ``gamma``) replaced by a zero token before the fusion expert (``model.drop_groups``).
     variants: ClassVar[dict[str, tuple[str, dict]]] = {
         "no_contrastive": ("no contrastive term",
                            {"stages": {"pretrain": {"train": {"loss_weights": {"contrastive": 0.0}}}}}),
         "projection_head": ("contrastive projection head", {"model": {"contrastive_head": "mlp"}}),
         "clean_router": ("renormalised router", {"model": {"renormalise": True, "softplus_noise": True}}),
-        "no_router_noise": ("noise-free router", {"model": {"router_noise": False}})}
+        "no_router_noise": ("noise-free router", {"model": {"router_noise": False}}),
+        "no_specialized": ("no specialized experts", {"model": {"drop_groups": ["specialized"]}})}
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
@@ -169,6 +172,8 @@ class MICE(MICEFamily):
             over = _put(over, rows, self.group_norms[c](mix[rows]))
             spec = _put(spec, rows, gamma[rows, None] * self.specialized[c](x[rows]).float())
         outs = {"overlapping": over, "specialized": spec, "consensual": self.consensual(x).float()}
+        for name in self.mcfg["drop_groups"]:
+            outs[name] = torch.zeros_like(mix)
         for name, value in (replace or {}).items():
             if name not in outs:
                 raise InputError(f"MICE.fuse: unknown expert group '{name}'", fix=f"replace one of {GROUPS}")

@@ -65,6 +65,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "renormalise": False,             # official: kept weights not renormalised
     "softplus_noise": False,          # official: raw sigma as the noise scale
     "router_noise": True,             # official: noisy top-k in training (false: route on mu, as at eval)
+    "drop_groups": [],                # expert-group ablation: these groups' outputs are zero tokens
     "cancer_types": None,             # None = the run's site vocabulary (inherited by fine-tuning)
     "temperature": 0.1,               # contrastive loss
     "contrastive_form": "supcon_out",  # supcon_out (code) | infonce_in (paper Eq. 1)
@@ -135,6 +136,13 @@ def model_settings(cfg: Mapping[str, Any], defaults: Mapping[str, Any] = MODEL_D
             raise ConfigError(f"model.expert_ranks must be positive widths, got {m['expert_ranks']}")
         if not 1 <= int(m["keep_k"]) <= len(ranks):
             raise ConfigError(f"model.keep_k must lie in 1..{len(ranks)} (len(model.expert_ranks)), got {m['keep_k']}")
+    if "drop_groups" in m:
+        groups = ("overlapping", "specialized", "consensual")
+        drop = list(m["drop_groups"] or [])
+        if any(g not in groups for g in drop) or len(set(drop)) != len(drop) or len(drop) == len(groups):
+            raise ConfigError(f"model.drop_groups must be distinct expert groups from {list(groups)}, leaving "
+                              f"at least one, got {m['drop_groups']}")
+        m["drop_groups"] = drop
     if float(m.get("temperature", 0.1)) <= 0:
         raise ConfigError(f"model.temperature must be positive, got {m['temperature']}")
     return m
