@@ -286,7 +286,6 @@ def test_clean_router_variant_renormalises_the_kept_weights(build, patient):
     assert ((w != 0).sum(1) == m.mcfg["keep_k"]).all()
 
 
-
 def test_no_router_noise_variant_reaches_every_router(build):
     from modaltune.methods.mice.model import MICE
 

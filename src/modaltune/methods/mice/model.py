@@ -45,12 +45,9 @@ from .common import MICEFamily, as_patients
 from .encoders import CancerSynthesis, ModalityEncoders, assemble_tokens
 from .layers import MLPB, TF, Expert
 from .router import Router
-from .settings import MODEL_DEFAULTS, mice_config
+from .settings import GROUPS, MODEL_DEFAULTS, mice_config
 
 __all__ = ["MICE", "GROUPS"]
-
-#: The expert groups whose outputs the fusion expert merges (names of :meth:`MICE.fuse`'s ``replace``).
-GROUPS = ("overlapping", "specialized", "consensual")
 
 
 def _put(dst: Tensor, rows: Tensor, values: Tensor) -> Tensor:

@@ -27,11 +27,13 @@ from typing import Any, Mapping
 from ...errors import ConfigError
 from ..losses import CONTRASTIVE_FORMS
 
-__all__ = ["MODALITIES", "MODEL_DEFAULTS", "CONTRASTIVE_FORMS", "CONTRASTIVE_HEADS", "GENOMICS_ENCODERS", "mice_config",
+__all__ = ["MODALITIES", "GROUPS", "MODEL_DEFAULTS", "CONTRASTIVE_FORMS", "CONTRASTIVE_HEADS", "GENOMICS_ENCODERS", "mice_config",
            "model_settings", "INPUT_OF", "SCALER_OF"]
 
 #: The modality tokens, in the order they enter the pre-expert transformer (after z0 and the cancer token).
 MODALITIES = ("pathology", "genomics", "report")
+#: MICE's expert groups, in the order the fusion expert reads them
+GROUPS = ("overlapping", "specialized", "consensual")
 #: The dataset input each modality needs (``Method.declare().inputs``).
 INPUT_OF = {"pathology": "bag", "genomics": "omics", "report": "report_embedding"}
 #: The train-fitted per-dimension scaler each modality needs (spec (b) 1 and 3; omics are z-scored anyway).
@@ -137,10 +139,9 @@ def model_settings(cfg: Mapping[str, Any], defaults: Mapping[str, Any] = MODEL_D
         if not 1 <= int(m["keep_k"]) <= len(ranks):
             raise ConfigError(f"model.keep_k must lie in 1..{len(ranks)} (len(model.expert_ranks)), got {m['keep_k']}")
     if "drop_groups" in m:
-        groups = ("overlapping", "specialized", "consensual")
         drop = list(m["drop_groups"] or [])
-        if any(g not in groups for g in drop) or len(set(drop)) != len(drop) or len(drop) == len(groups):
-            raise ConfigError(f"model.drop_groups must be distinct expert groups from {list(groups)}, leaving "
+        if any(g not in GROUPS for g in drop) or len(set(drop)) != len(drop) or len(drop) == len(GROUPS):
+            raise ConfigError(f"model.drop_groups must be distinct expert groups from {list(GROUPS)}, leaving "
                               f"at least one, got {m['drop_groups']}")
         m["drop_groups"] = drop
     if float(m.get("temperature", 0.1)) <= 0:
